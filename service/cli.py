@@ -1,0 +1,95 @@
+"""The `sparse-adder` client CLI: `add A B [--trace]`, `circuit`, and any subcommand registered in COMMANDS.
+
+To add a subcommand (e.g. the bench), write `register(subparsers)` in your module: it adds a parser
+(use `parents=[common_options()]` for --target/--timeout) and sets `func=handler`, where
+`handler(args) -> int` returns the exit code; then append "your.module:register" to COMMANDS.
+Entries whose module is not installed are skipped, so the service image can omit tools.
+"""
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from contract import DEFAULT_MODEL
+from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
+from service.picture import circuit_summary, trace_picture
+
+COMMANDS = [
+    "service.cli:register_add",
+    "service.cli:register_circuit",
+]
+DEFAULT_TARGET = "127.0.0.1:8001"
+
+
+def common_options() -> argparse.ArgumentParser:
+    """--target and --timeout, shared by every subcommand that talks to a server."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--target", default=os.environ.get("ADDER_TARGET", DEFAULT_TARGET),
+                        help=f"server host:port [env ADDER_TARGET, default {DEFAULT_TARGET}]")
+    parent.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC [default 10]")
+    return parent
+
+
+def register_add(subparsers) -> None:
+    parser = subparsers.add_parser("add", parents=[common_options()], help="add two numbers 0..99 with the model",
+                                   description="Print the model's sum; with --trace, the attention edges it used.")
+    parser.add_argument("a", type=int)
+    parser.add_argument("b", type=int)
+    parser.add_argument("--model", default="", help=f"model name [default: the server's, {DEFAULT_MODEL}]")
+    parser.add_argument("--trace", action="store_true", help="show the active attention edges of this sum")
+    parser.set_defaults(func=_add)
+
+
+def register_circuit(subparsers) -> None:
+    parser = subparsers.add_parser("circuit", parents=[common_options()], help="print a model's circuit summary")
+    parser.add_argument("--model", default="", help=f"model name [default: the server's, {DEFAULT_MODEL}]")
+    parser.add_argument("--limit", type=int, default=40, help="edges to list, most frequent first (0: all)")
+    parser.set_defaults(func=_circuit)
+
+
+def _add(args) -> int:
+    with grpc.insecure_channel(args.target) as channel:
+        response = adder_pb2_grpc.AdderStub(channel).Add(
+            adder_pb2.AddRequest(a=args.a, b=args.b, model=args.model, trace=args.trace), timeout=args.timeout)
+    print(trace_picture(args.a, args.b, response) if args.trace else response.sum)
+    return 0
+
+
+def _circuit(args) -> int:
+    with grpc.insecure_channel(args.target) as channel:
+        response = adder_pb2_grpc.AdderStub(channel).GetCircuit(
+            adder_pb2.GetCircuitRequest(model=args.model), timeout=args.timeout)
+    print(circuit_summary(response, limit=args.limit or len(response.edges)))
+    return 0
+
+
+def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparse-adder", description="Talk to a sparse-adder server.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for entry in commands:
+        module_name, function = entry.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and module_name.startswith(error.name):
+                continue  # an optional tool that is not installed here
+            raise
+        getattr(module, function)(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except grpc.RpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Server configuration: defaults, overridden by ADDER_* environment variables, overridden by flags."""
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Config:
+    model_repository: Path = Path("model_repository")
+    host: str = "127.0.0.1"  # loopback unless asked: the container sets 0.0.0.0 explicitly
+    grpc_port: int = 8001  # Triton's gRPC port; 0 picks a free one
+    metrics_port: int = 8002  # Triton's metrics port; 0 picks a free one, -1 disables
+    max_batch_size: int = 64  # rows per session.run when coalescing; 1 turns dynamic batching off
+    max_queue_delay_us: int = 0  # extra wait for a batch to fill; 0 = take what is already queued
+    intra_op_threads: int = 1  # ORT threads per session.run: 1 is fastest at small batches
+    grace_seconds: float = 10.0  # SIGTERM: time allowed to finish in-flight requests
+    max_request_batch: int = 10_000  # rows per AddBatch/ModelInfer call (the whole domain)
+    worker_threads: int = 32  # gRPC handler threads: callers block here while their batch runs
+    log_level: str = "INFO"
+
+
+# Flag name -> (env var, type, help).
+_OPTIONS = {
+    "model_repository": ("ADDER_MODEL_REPOSITORY", Path, "model repository folder"),
+    "host": ("ADDER_HOST", str, "address to bind gRPC and metrics to"),
+    "grpc_port": ("ADDER_GRPC_PORT", int, "gRPC port (0: any free port)"),
+    "metrics_port": ("ADDER_METRICS_PORT", int, "Prometheus metrics HTTP port (0: any, -1: off)"),
+    "max_batch_size": ("ADDER_MAX_BATCH_SIZE", int, "max rows coalesced into one session.run (1: no batching)"),
+    "max_queue_delay_us": ("ADDER_MAX_QUEUE_DELAY_US", int, "max microseconds a request waits for a batch to fill"),
+    "intra_op_threads": ("ADDER_INTRA_OP_THREADS", int, "onnxruntime intra-op threads per session"),
+    "grace_seconds": ("ADDER_GRACE_SECONDS", float, "seconds to finish in-flight requests on SIGTERM"),
+    "max_request_batch": ("ADDER_MAX_REQUEST_BATCH", int, "max rows in one AddBatch or ModelInfer request"),
+    "worker_threads": ("ADDER_WORKER_THREADS", int, "gRPC handler threads"),
+    "log_level": ("ADDER_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+}
+
+
+def from_env(environ: Mapping[str, str]) -> Config:
+    """Defaults overridden by the ADDER_* variables present in `environ`."""
+    values = {}
+    for name, (env, kind, _) in _OPTIONS.items():
+        if env in environ:
+            try:
+                values[name] = kind(environ[env])
+            except ValueError:
+                raise SystemExit(f"{env}={environ[env]!r} is not a valid {kind.__name__}") from None
+    return _checked(Config(**values))
+
+
+def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Flags over environment over defaults; read once at start-up and passed down explicitly."""
+    base = from_env(os.environ if environ is None else environ)
+    parser = argparse.ArgumentParser(prog="sparse-adder-server", description="Serve the adder models over gRPC.")
+    for name, (env, kind, help_text) in _OPTIONS.items():
+        default = getattr(base, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
+                            help=f"{help_text} [env {env}, default {default}]")
+    args = parser.parse_args(argv)
+    return _checked(Config(**{f.name: getattr(args, f.name) for f in fields(Config)}))
+
+
+def _checked(config: Config) -> Config:
+    problems = [
+        f"{name} must be >= {low}, got {getattr(config, name)}"
+        for name, low in (("max_batch_size", 1), ("max_queue_delay_us", 0), ("intra_op_threads", 1),
+                          ("grace_seconds", 0), ("max_request_batch", 1), ("worker_threads", 1),
+                          ("grpc_port", 0), ("metrics_port", -1))
+        if getattr(config, name) < low
+    ]
+    if problems:
+        raise SystemExit("invalid configuration: " + "; ".join(problems))
+    return config

@@ -1,0 +1,115 @@
+"""inference.GRPCInferenceService (KServe v2 / Open Inference Protocol) over the same models."""
+
+from importlib import metadata
+
+from contract import INPUT_A, INPUT_B, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
+from service.config import Config
+from service.errors import InvalidArgument, rpc
+from service.generated.inference import grpc_predict_v2_pb2 as pb
+from service.generated.inference import grpc_predict_v2_pb2_grpc
+from service.metrics import Metrics
+from service.models import ModelRegistry, ServedModel
+from service.tensors import output_tensor, read_inputs
+from service.validation import operand_arrays
+
+SERVER_NAME = "sparse-adder"
+PLATFORM = "onnxruntime_onnx"
+# The contract's tensors, for a model whose manifest could not be read.
+_DEFAULT_INPUTS = [{"name": INPUT_A, "datatype": "INT64", "shape": [-1]},
+                   {"name": INPUT_B, "datatype": "INT64", "shape": [-1]}]
+_DEFAULT_OUTPUTS = [{"name": OUTPUT_SUM, "datatype": "INT64", "shape": [-1]},
+                    {"name": OUTPUT_DIGITS, "datatype": "INT64", "shape": [-1, 5]}]
+
+
+def _server_version() -> str:
+    try:
+        return metadata.version("sparse-adder")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, config: Config, models: ModelRegistry, metrics: Metrics):
+        self.config = config
+        self.models = models
+        self.metrics = metrics
+        self.version = _server_version()
+
+    def label_model(self, name: str) -> str:
+        return self.models.label(name)
+
+    @rpc("ServerLive")
+    def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @rpc("ServerReady")
+    def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.models.all_ready and not self.models.draining)
+
+    @rpc("ModelReady", lambda r: r.name)
+    def ModelReady(self, request, context):
+        model = self.models.lookup(request.name, request.version)
+        return pb.ModelReadyResponse(ready=model.ready and not self.models.draining)
+
+    @rpc("ServerMetadata")
+    def ServerMetadata(self, request, context):
+        # No "statistics": perf_analyzer would then call ModelStatistics, which we do not serve.
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=["model_configuration"])
+
+    @rpc("ModelMetadata", lambda r: r.name)
+    def ModelMetadata(self, request, context):
+        model = self.models.lookup(request.name, request.version)
+        inputs, outputs = _tensors(model)
+        return pb.ModelMetadataResponse(
+            name=model.name, versions=[model.version], platform=PLATFORM,
+            inputs=[_metadata(t) for t in inputs], outputs=[_metadata(t) for t in outputs])
+
+    @rpc("ModelConfig", lambda r: r.name)
+    def ModelConfig(self, request, context):
+        model = self.models.lookup(request.name, request.version)
+        inputs, outputs = _tensors(model)
+
+        def kind(t):
+            return pb.DataType.Value("TYPE_" + t["datatype"])
+
+        # max_batch_size 0: the dims below are full shapes (N first), as a Triton client expects then.
+        config = pb.ModelConfig(
+            name=model.name, platform=PLATFORM, backend="onnxruntime", max_batch_size=0,
+            input=[pb.ModelInput(name=t["name"], data_type=kind(t), dims=t["shape"]) for t in inputs],
+            output=[pb.ModelOutput(name=t["name"], data_type=kind(t), dims=t["shape"]) for t in outputs],
+            dynamic_batching=pb.ModelDynamicBatching(
+                preferred_batch_size=[self.config.max_batch_size],
+                max_queue_delay_microseconds=self.config.max_queue_delay_us))
+        return pb.ModelConfigResponse(config=config)
+
+    @rpc("ModelInfer", lambda r: r.model_name)
+    def ModelInfer(self, request, context):
+        if not request.model_name:
+            raise InvalidArgument("model_name is required")
+        model = self.models.get(request.model_name, request.model_version)
+        arrays = read_inputs(request, (INPUT_A, INPUT_B))
+        a, b = operand_arrays(arrays[INPUT_A], arrays[INPUT_B], self.config.max_request_batch,
+                              names=(f"input {INPUT_A!r}", f"input {INPUT_B!r}"))
+        available = model.runtime.output_names
+        wanted = [o.name for o in request.outputs] or available
+        unknown = [name for name in wanted if name not in available]
+        if unknown:
+            raise InvalidArgument(f"model {model.name} has no output {unknown[0]!r}; outputs: {available}")
+        answers = self.models.infer(model, a, b, context.time_remaining())
+        values = {OUTPUT_SUM: answers.sums, OUTPUT_DIGITS: answers.digits, OUTPUT_EDGES: answers.edges}
+        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
+        for name in wanted:
+            meta, raw = output_tensor(name, values[name])
+            response.outputs.append(meta)
+            response.raw_output_contents.append(raw)
+        return response
+
+
+def _tensors(model: ServedModel) -> tuple[list[dict], list[dict]]:
+    manifest = model.files.manifest if model.files is not None else {}
+    return manifest.get("inputs", _DEFAULT_INPUTS), manifest.get("outputs", _DEFAULT_OUTPUTS)
+
+
+def _metadata(tensor: dict) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=tensor["name"], datatype=tensor["datatype"],
+                                                   shape=tensor["shape"])

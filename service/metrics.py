@@ -1,0 +1,84 @@
+"""Prometheus metrics, created against an injected registry, and the HTTP endpoint that serves them."""
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+
+# Sub-millisecond resolution: a hot Add is ~1 ms end to end, a batched session.run far less.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000)
+
+
+class Metrics:
+    """Every metric the server exports; one instance per server, so tests use a fresh registry."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.request_duration = Histogram(
+            "adder_request_duration_seconds", "Time to answer an RPC, by method, model and status code.",
+            ["method", "model", "code"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.inference_duration = Histogram(
+            "adder_inference_duration_seconds", "Time of one onnxruntime session.run (one batch).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.queue_duration = Histogram(
+            "adder_queue_duration_seconds", "Time a request waited in the batcher before its batch ran.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.batch_size = Histogram(
+            "adder_batch_size", "Rows (problems) per session.run.", ["model"], buckets=BATCH_BUCKETS,
+            registry=registry)
+        self.inflight = Gauge("adder_inflight_requests", "RPCs being handled right now.", registry=registry)
+        self.answers = Counter(
+            "adder_answers_total", "Answers served, checked against a+b as they leave.", ["model", "correct"],
+            registry=registry)
+        self.model_ready = Gauge(
+            "adder_model_ready", "1 when the model passed its integrity check and self-test.", ["model"],
+            registry=registry)
+        self.attention_edges = Gauge(
+            "adder_attention_edges", "Distinct attention edges the model uses over the whole domain.", ["model"],
+            registry=registry)
+        self.edges_per_problem = Gauge(
+            "adder_attention_edges_per_problem", "Mean attention edges active for one problem.", ["model"],
+            registry=registry)
+        self.edge_density = Gauge(
+            "adder_attention_edge_density", "Mean active edges per problem / possible edges per problem.",
+            ["model"], registry=registry)
+        self.parameters = Gauge(
+            "adder_parameters", "Model parameters, total and kept after sparsification.", ["model", "kind"],
+            registry=registry)
+        self.model_info = Info(
+            "adder_model", "Version and sha256 of each model served.", ["model"], registry=registry)
+
+    def describe_model(self, name: str, version: str, sha256: str, manifest: dict, circuit: dict) -> None:
+        """Publish what a model is (version, hash, sizes, sparsity); called once it is read."""
+        self.model_info.labels(name).info({"version": version, "sha256": sha256})
+        self.model_ready.labels(name).set(0)
+        self.attention_edges.labels(name).set(len(circuit.get("edges", [])))
+        edges = manifest.get("edges", {})
+        self.edges_per_problem.labels(name).set(
+            edges.get("per_problem_mean", circuit.get("edges_per_problem", {}).get("mean", 0)))
+        self.edge_density.labels(name).set(edges.get("density", circuit.get("density", 0)))
+        for kind in ("total", "kept"):
+            self.parameters.labels(name, kind).set(manifest.get("parameters", {}).get(kind, 0))
+
+    def count_answers(self, model: str, a: np.ndarray, b: np.ndarray, sums: np.ndarray) -> None:
+        right = int(np.count_nonzero(sums == a + b))
+        if right:
+            self.answers.labels(model, "true").inc(right)
+        if right < len(sums):
+            self.answers.labels(model, "false").inc(len(sums) - right)
+
+
+class MetricsEndpoint:
+    """The /metrics HTTP server on its own port (Triton's 8002), stopped with the gRPC server."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int):
+        self._httpd: WSGIServer
+        self._thread: threading.Thread
+        self._httpd, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port = self._httpd.server_port
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,123 @@
+"""Build the gRPC server (create_server) and run it with a graceful SIGTERM drain (serve)."""
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+
+from service import logs
+from service.adder_servicer import AdderServicer
+from service.config import Config
+from service.generated.adder.v1 import adder_pb2_grpc
+from service.generated.inference import grpc_predict_v2_pb2_grpc
+from service.health import SERVICES, Health
+from service.inference_servicer import InferenceServicer
+from service.metrics import Metrics, MetricsEndpoint
+from service.models import ModelRegistry
+from service.repository import RepositoryError
+
+log = logging.getLogger(__name__)
+
+
+class AdderServer:
+    """The gRPC server, its models, health and metrics endpoint, with an explicit lifecycle:
+
+    start() -> load_models() (health turns SERVING per model) -> drain() (NOT_SERVING, new work
+    UNAVAILABLE) -> stop() (in-flight requests finish within the grace period).
+    """
+
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None):
+        self.config = config
+        self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
+        self.models = ModelRegistry(config, self.metrics, on_change=self._model_changed)
+        self.health = Health(self.models.names)
+        # A sync thread pool, not grpc.aio: session.run releases the GIL but would block an event loop.
+        self.grpc = grpc.server(ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="rpc"))
+        adder_pb2_grpc.add_AdderServicer_to_server(AdderServicer(config, self.models, self.metrics), self.grpc)
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(config, self.models, self.metrics), self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
+        reflection.enable_server_reflection(
+            (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.grpc)
+        self.port = self.grpc.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port}")
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_endpoint.port if self.metrics_endpoint else None
+
+    def start(self) -> None:
+        self.grpc.start()
+        if self.config.metrics_port >= 0:
+            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.host, self.config.metrics_port)
+        log.info("listening", extra={"fields": {"host": self.config.host, "grpc_port": self.port,
+                                                "metrics_port": self.metrics_port}})
+
+    def load_models(self) -> None:
+        self.models.load_all()
+        log.info("models loaded", extra={"fields": {
+            "ready": [m.name for m in self.models.models.values() if m.ready],
+            "failed": {m.name: m.reason for m in self.models.models.values() if not m.ready}}})
+
+    def drain(self) -> None:
+        """Stop taking new work: health NOT_SERVING, new requests UNAVAILABLE, queued batches run now."""
+        if not self.models.draining:
+            inflight = self.metrics.registry.get_sample_value("adder_inflight_requests")
+            log.info("draining", extra={"fields": {"inflight": inflight}})
+        self.health.drain()
+        self.models.drain()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain, let in-flight RPCs finish (at most `grace` seconds), then release everything."""
+        if self._stopped.is_set():
+            return
+        grace = self.config.grace_seconds if grace is None else grace
+        start = time.perf_counter()
+        self.drain()
+        self.grpc.stop(grace).wait()
+        self.health.stop()
+        self.models.close()
+        if self.metrics_endpoint:
+            self.metrics_endpoint.stop()
+        self._stopped.set()
+        log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3)}})
+
+    def _model_changed(self, name: str, ready: bool) -> None:
+        self.health.model_changed(name, ready)
+
+
+def create_server(config: Config, registry: CollectorRegistry | None = None) -> tuple[AdderServer, int]:
+    """An unstarted server bound to config.host:config.grpc_port, and the port it got (for port 0)."""
+    server = AdderServer(config, registry)
+    return server, server.port
+
+
+def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT, then drain and exit; returns the process exit code."""
+    logs.configure(config.log_level)
+    log.info("starting", extra={"fields": {"config": {k: str(v) for k, v in vars(config).items()}}})
+    try:
+        server, _ = create_server(config)
+    except (RepositoryError, OSError) as error:
+        log.error("cannot start", extra={"fields": {"reason": str(error)}})
+        return 1
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: stop.set())
+    server.start()
+    server.load_models()
+    while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
+        pass
+    log.info("signal received, shutting down", extra={"fields": {"grace_seconds": config.grace_seconds}})
+    server.stop()
+    return 0

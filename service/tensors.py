@@ -1,0 +1,56 @@
+"""KServe v2 tensors <-> numpy: read raw or typed input contents, write raw output contents."""
+
+import numpy as np
+
+from service.errors import InvalidArgument
+from service.generated.inference import grpc_predict_v2_pb2 as pb
+
+# Datatypes accepted for the integer inputs: numpy dtype (little-endian) and the typed-contents field.
+INPUT_TYPES = {"INT64": (np.dtype("<i8"), "int64_contents"), "INT32": (np.dtype("<i4"), "int_contents")}
+OUTPUT_DATATYPES = {np.dtype(np.int64): "INT64", np.dtype(np.bool_): "BOOL"}
+
+
+def read_inputs(request: pb.ModelInferRequest, expected: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named rank-1 integer inputs as int64 arrays; InvalidArgument says exactly what is wrong."""
+    names = [t.name for t in request.inputs]
+    if sorted(names) != sorted(expected):
+        raise InvalidArgument(f"inputs must be exactly {list(expected)}, got {names}")
+    raw = request.raw_input_contents
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
+    arrays = {}
+    for index, tensor in enumerate(request.inputs):
+        arrays[tensor.name] = _read_input(tensor, raw[index] if raw else None)
+    return arrays
+
+
+def _read_input(tensor, raw: bytes | None) -> np.ndarray:
+    label = f"input {tensor.name!r}"
+    if tensor.datatype not in INPUT_TYPES:
+        raise InvalidArgument(f"{label} has datatype {tensor.datatype or '(empty)'}, expected INT64")
+    shape = list(tensor.shape)
+    if len(shape) != 1 or shape[0] < 0:
+        raise InvalidArgument(f"{label} has shape {shape}, expected [N]")
+    dtype, field = INPUT_TYPES[tensor.datatype]
+    if raw is not None:
+        if len(raw) != shape[0] * dtype.itemsize:
+            raise InvalidArgument(f"{label} raw contents are {len(raw)} bytes, shape {shape} of "
+                                  f"{tensor.datatype} needs {shape[0] * dtype.itemsize}")
+        values = np.frombuffer(raw, dtype=dtype)
+    else:
+        typed = getattr(tensor.contents, field)
+        if len(typed) != shape[0]:
+            raise InvalidArgument(f"{label} has {len(typed)} values in contents.{field}, shape {shape} needs "
+                                  f"{shape[0]}")
+        values = np.asarray(typed, dtype=dtype)
+    return values.astype(np.int64)
+
+
+def output_tensor(name: str, array: np.ndarray) -> tuple[pb.ModelInferResponse.InferOutputTensor, bytes]:
+    """Metadata and the raw little-endian row-major bytes of one output (BOOL is one byte each)."""
+    array = np.ascontiguousarray(array)
+    datatype = OUTPUT_DATATYPES[array.dtype]
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    meta = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=list(array.shape))
+    return meta, array.tobytes()

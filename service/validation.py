@@ -1,0 +1,32 @@
+"""Validate operands at the boundary, once, with messages naming the field, the value and the allowed range."""
+
+import numpy as np
+
+from contract import OPERAND_MAX, OPERAND_MIN
+from service.errors import InvalidArgument, ResourceExhausted
+
+RANGE = f"an integer in {OPERAND_MIN}..{OPERAND_MAX}"
+
+
+def operand_arrays(a, b, max_rows: int, names: tuple[str, str] = ("a", "b"),
+                   single: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [N] arrays from two equal-length sequences of operands, or InvalidArgument/ResourceExhausted.
+
+    `single` names values without an index (`a=120`), as in Add; batches name the element (`a[3]=120`).
+    """
+    a = np.asarray(a, dtype=np.int64).ravel()
+    b = np.asarray(b, dtype=np.int64).ravel()
+    if len(a) != len(b):
+        raise InvalidArgument(f"{names[0]} and {names[1]} must have the same length, got {len(a)} and {len(b)}")
+    if len(a) == 0:
+        raise InvalidArgument(f"{names[0]} and {names[1]} are empty: send at least one problem")
+    if len(a) > max_rows:
+        raise ResourceExhausted(f"{len(a)} problems in one request, the limit is {max_rows}")
+    for name, values in zip(names, (a, b)):
+        bad = np.flatnonzero((values < OPERAND_MIN) | (values > OPERAND_MAX))
+        if len(bad):
+            i = int(bad[0])
+            where = name if single else f"{name}[{i}]"
+            more = f" ({len(bad) - 1} more out of range)" if len(bad) > 1 else ""
+            raise InvalidArgument(f"{where}={int(values[i])} is out of range: must be {RANGE}{more}")
+    return a, b
