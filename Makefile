@@ -1,0 +1,46 @@
+# sparse-adder: the README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+REPO ?= model_repository
+STAMP := $(VENV)/.installed
+
+.PHONY: setup tools export run test bench clean
+
+setup: $(STAMP)
+
+# Pinned CPU torch first: anything ranged would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[export,dev]'
+	touch $@
+
+# checkov in its own venv: its pins clash with the project's (tests/test_deploy_* use it).
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
+
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): requirements-tools.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet -r requirements-tools.txt
+	touch $@
+
+# The model repository is rebuilt only when missing: same config and seed give the same artifacts.
+$(REPO)/adder-sparse/1/model.onnx: | $(STAMP)
+	$(PY) -m export --repository $(REPO)
+
+export: setup
+	$(PY) -m export --repository $(REPO)
+
+run: setup $(REPO)/adder-sparse/1/model.onnx
+	ADDER_MODEL_REPOSITORY=$(REPO) $(PY) -m service --host 127.0.0.1
+
+test: setup tools $(REPO)/adder-sparse/1/model.onnx
+	ADDER_MODEL_REPOSITORY=$(REPO) $(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(TOOLS) $(REPO)

@@ -1,0 +1,65 @@
+"""The export stage's configuration: one frozen tree, recorded in every artifact it produces."""
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int = 4  # the paper's Figure 1
+    n_heads: int = 4
+    d_model: int = 64  # 64 reaches 100% here; the calibration found 64-128 plenty
+    d_mlp: int = 256  # 4 x d_model, GELU
+    gate_bias: float = 0.0  # b in g_ij = a_ij + b; b = 0 sparsified far faster than b = 3
+
+
+@dataclass(frozen=True)
+class BaseTrainConfig:
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    max_steps: int = 6000
+    eval_every: int = 100
+    decay_steps: int = 600  # once 100% exact, anneal lr to 0 over this many steps, then stop
+
+
+@dataclass(frozen=True)
+class SparsifyConfig:
+    neuron_gates: bool = True  # gate MLP neurons too: the MLP holds most of the compute
+    batch_size: int = 512
+    lr: float = 1e-3
+    max_steps: int = 6000
+    tau_margin: float = 0.005  # tau = base CE + margin; tau = base CE (~1e-6) is unattainable
+    geco_rate: float = 0.01  # eta in lambda <- lambda * exp(eta * C_hat)
+    geco_ema: float = 0.99  # EMA constant for C_hat
+    lambda_init: float = 1.0
+    lambda_min: float = 0.01
+    lambda_max: float = 100.0  # 1e4 pinned lambda for minutes in the calibration
+    neuron_weight: float = 1.0  # weight of the neuron density next to the edge density
+    neuron_start: int = 0  # step at which neuron gates join the objective
+    eval_every: int = 100
+    patience_evals: int = 15  # stop when the best exact checkpoint has not improved for this many evals
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    seed: int = 0
+    test_fraction: float = 0.2
+    threads: int = 2  # torch threads: fixed so the same config gives the same artifacts
+    model: ModelConfig = field(default_factory=ModelConfig)
+    base: BaseTrainConfig = field(default_factory=BaseTrainConfig)
+    sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
+    figure_problem: tuple[int, int] = (36, 28)
+    opset: int = 17
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def tiny_config() -> ExportConfig:
+    """A config that runs in seconds, for tests: far from 100% accurate, same code paths."""
+    return ExportConfig(
+        model=ModelConfig(n_layers=2, n_heads=2, d_model=16, d_mlp=32),
+        base=replace(BaseTrainConfig(), max_steps=30, eval_every=10, warmup_steps=5, decay_steps=10),
+        sparsify=replace(SparsifyConfig(), max_steps=30, eval_every=10, patience_evals=3),
+    )

@@ -1,0 +1,144 @@
+"""A 4-layer decoder-only transformer with the paper's gated sparse attention and optional neuron gates.
+
+Attention weights are stored per head (W_Q: [n_heads, d_model, d_head]) so that deleting a head is
+slicing. Gate modes: "off" (dense base model), "sample" (training: logistic-noise Bernoulli gate
+with a straight-through gradient) and "hard" (inference: the deterministic gate rule below).
+"""
+
+import math
+from dataclasses import asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from export.config import ModelConfig
+from export.task import N_POSITIONS, VOCAB_SIZE
+
+GATE_RULE = "A_ij = 1[a_ij + b > 0], a_ij = q_i.k_j / sqrt(d_head), b = gate_bias (causal pairs only)"
+NEURON_GATE_RULE = "z_n = 1[phi_n > 0]"
+
+
+def logistic_gate(logits: torch.Tensor) -> torch.Tensor:
+    """Exact Bernoulli(sigmoid(logits)) sample; backward is d sigmoid(logits + noise) (straight-through)."""
+    u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
+    noisy = logits + torch.log(u) - torch.log1p(-u)
+    soft = torch.sigmoid(noisy)
+    hard = (noisy > 0).to(logits.dtype)
+    return hard + soft - soft.detach()
+
+
+class GatedSelfAttention(nn.Module):
+    """Causal self-attention whose softmax weights are multiplied by a 0/1 gate, no renormalisation."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h, d, dh = cfg.n_heads, cfg.d_model, cfg.d_model // cfg.n_heads
+        self.n_heads, self.d_head, self.gate_bias = h, dh, cfg.gate_bias
+        self.W_Q = nn.Parameter(torch.randn(h, d, dh) * 0.02)
+        self.W_K = nn.Parameter(torch.randn(h, d, dh) * 0.02)
+        self.W_V = nn.Parameter(torch.randn(h, d, dh) * 0.02)
+        self.W_O = nn.Parameter(torch.randn(h, dh, d) * 0.02 / math.sqrt(2 * cfg.n_layers))
+        self.register_buffer("causal", torch.tril(torch.ones(N_POSITIONS, N_POSITIONS, dtype=torch.bool)))
+
+    def forward(self, x: torch.Tensor, gate_mode: str):
+        """x (B, T, d) -> (y (B, T, d), gates (B, h, T, T) or None, expected density scalar or None)."""
+        T = x.shape[1]
+        q = torch.einsum("btd,hde->bhte", x, self.W_Q)  # (B, h, T, dh)
+        k = torch.einsum("btd,hde->bhte", x, self.W_K)
+        v = torch.einsum("btd,hde->bhte", x, self.W_V)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, h, T, T): a_ij
+        causal = self.causal[:T, :T]
+        weights = F.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
+        gates, density = None, None
+        if gate_mode != "off":
+            g = logits + self.gate_bias
+            gates = logistic_gate(g) if gate_mode == "sample" else (g > 0).to(x.dtype)
+            gates = gates * causal
+            weights = weights * gates  # no renormalisation: kept weights sum to <= 1
+            density = torch.sigmoid(g)[:, :, causal].mean()
+        y = torch.einsum("bhte,hed->btd", weights @ v, self.W_O)
+        return y, gates, density
+
+
+class GatedMLP(nn.Module):
+    """GELU MLP whose hidden neurons each carry an input-independent gate logit phi_n."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.proj = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.neuron_logits = nn.Parameter(torch.full((cfg.d_mlp,), 3.0))  # start open: sigmoid(3) = 0.95
+
+    def forward(self, x: torch.Tensor, gate_mode: str):
+        h = F.gelu(self.fc(x))  # (B, T, d_mlp)
+        density = None
+        if gate_mode == "sample":
+            h = h * logistic_gate(self.neuron_logits)
+            density = torch.sigmoid(self.neuron_logits).mean()
+        elif gate_mode == "hard":
+            h = h * self.neuron_mask().to(h.dtype)
+        return self.proj(h), density
+
+    def neuron_mask(self) -> torch.Tensor:
+        return self.neuron_logits > 0
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.attn = GatedSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = GatedMLP(cfg)
+
+
+class AdderTransformer(nn.Module):
+    """Token + learned position embeddings, n_layers blocks, final LayerNorm, tied-free unembedding."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(VOCAB_SIZE, cfg.d_model)
+        self.pos_emb = nn.Embedding(N_POSITIONS, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.unembed = nn.Linear(cfg.d_model, VOCAB_SIZE, bias=False)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: torch.Tensor, attn_gates: str = "off", neuron_gates: str = "off"):
+        """tokens (B, T) -> logits (B, T, vocab), per-layer gates, attention density, neuron density."""
+        T = tokens.shape[1]
+        x = self.tok_emb(tokens) + self.pos_emb.weight[:T]  # (B, T, d)
+        all_gates, attn_density, neuron_density = [], [], []
+        for block in self.blocks:
+            y, gates, density = block.attn(block.ln_1(x), attn_gates)
+            x = x + y
+            m, n_density = block.mlp(block.ln_2(x), neuron_gates)
+            x = x + m
+            all_gates.append(gates)
+            attn_density.append(density)
+            neuron_density.append(n_density)
+        logits = self.unembed(self.ln_f(x))
+        attn_d = torch.stack(attn_density).mean() if attn_gates != "off" else None
+        neuron_d = torch.stack(neuron_density).mean() if neuron_gates == "sample" else None
+        return logits, all_gates, attn_d, neuron_d
+
+
+def save_checkpoint(model: AdderTransformer, path, gated: bool, extra: dict | None = None) -> None:
+    """The checkpoint carries the config that made it (and whether its gates are in use)."""
+    torch.save({"config": asdict(model.cfg), "gated": gated, "state_dict": model.state_dict(),
+                "extra": extra or {}}, path)
+
+
+def load_checkpoint(path) -> AdderTransformer:
+    """Rebuild a model from save_checkpoint's file; `model.gated` tells which gate mode it serves with."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = AdderTransformer(ModelConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.gated = blob["gated"]
+    return model.eval()

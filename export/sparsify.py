@@ -1,0 +1,98 @@
+"""Post-train the base model with gated attention (and neurons) under a GECO-constrained objective.
+
+minimise  E[edge density] + w * E[neuron density]   subject to   CE <= tau,  tau = base CE + margin
+as the Lagrangian  density + lambda * (CE - tau), with lambda <- lambda * exp(eta * EMA(CE - tau)).
+The kept checkpoint is selected on the *deterministic* gates: the sparsest one that is still exact
+on all 10,000 problems (noisy-gate CE can sit under tau while hard-gate accuracy is far lower).
+"""
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from export.config import ExportConfig
+from export.evaluate import answer_logits, answer_loss, exact_mask
+from export.model import AdderTransformer
+from export.task import Domain
+
+
+@dataclass
+class SparseResult:
+    model: AdderTransformer
+    steps: int
+    best_step: int
+    seconds: float
+    tau: float
+    edge_density: float  # hard gates, mean over problems of active / possible causal edges
+    neurons_kept: list[int]
+    history: list[dict] = field(default_factory=list)
+
+
+@torch.no_grad()
+def hard_sparsity(model: AdderTransformer, tokens: torch.Tensor) -> tuple[float, list[int]]:
+    """(mean per-problem active-edge fraction with the inference gate, neurons kept per layer)."""
+    _, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
+    T = gates[0].shape[-1]
+    possible = len(gates) * gates[0].shape[1] * T * (T + 1) // 2
+    active = sum(g.sum(dim=(1, 2, 3)) for g in gates)  # (N,)
+    neurons = [int(b.mlp.neuron_mask().sum()) for b in model.blocks]
+    return (active / possible).mean().item(), neurons
+
+
+def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce: float,
+             progress: bool = True) -> SparseResult:
+    """Finetune a copy of the base model; return the sparsest exact checkpoint seen."""
+    torch.manual_seed(cfg.seed + 2)
+    sc = cfg.sparsify
+    model = copy.deepcopy(base).train()
+    opt = torch.optim.Adam(model.parameters(), lr=sc.lr)
+    tokens = domain.tokens
+    train_tokens = tokens[domain.train]
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    tau, lam, c_hat = base_ce + sc.tau_margin, sc.lambda_init, None
+    d_mlp = cfg.model.d_mlp
+    best, best_score, best_step, stale, history = None, math.inf, -1, 0, []
+    start = time.perf_counter()
+    bar = tqdm(range(sc.max_steps), desc="sparsify", disable=not progress, leave=False)
+    for step in bar:
+        neuron_mode = "sample" if sc.neuron_gates and step >= sc.neuron_start else "hard"
+        batch = train_tokens[torch.randint(len(train_tokens), (sc.batch_size,), generator=gen)]
+        model.train()
+        logits, attn_d, neuron_d = answer_logits(model, batch, "sample", neuron_mode)
+        ce = answer_loss(logits, batch)
+        density = attn_d + (sc.neuron_weight * neuron_d if neuron_d is not None else 0.0)
+        loss = density + lam * (ce - tau)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        c = ce.item() - tau
+        c_hat = c if c_hat is None else sc.geco_ema * c_hat + (1 - sc.geco_ema) * c
+        lam = min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * c_hat)))
+        if (step + 1) % sc.eval_every:
+            continue
+        model.eval()
+        exact = exact_mask(model, tokens, gated=True).float().mean().item()
+        edge_density, neurons = hard_sparsity(model, tokens)
+        score = edge_density + sc.neuron_weight * sum(neurons) / (d_mlp * len(neurons)) * sc.neuron_gates
+        history.append({"step": step + 1, "ce": ce.item(), "lambda": lam, "exact": exact,
+                        "edge_density": edge_density, "neurons": neurons})
+        bar.set_postfix(ce=f"{ce.item():.3f}", lam=f"{lam:.2f}", exact=f"{exact:.4f}",
+                        dens=f"{edge_density:.4f}", neurons=sum(neurons))
+        if exact == 1.0 and score < best_score - 1e-6:
+            best, best_score, best_step, stale = copy.deepcopy(model.state_dict()), score, step + 1, 0
+        else:
+            stale += 1
+            if best is not None and stale >= sc.patience_evals:
+                break
+    if best is None:
+        raise RuntimeError("sparsification never reached 100% exact match with the inference gates")
+    model.load_state_dict(best)
+    model.eval()
+    edge_density, neurons = hard_sparsity(model, tokens)
+    return SparseResult(model=model, steps=step + 1, best_step=best_step,
+                        seconds=time.perf_counter() - start, tau=tau, edge_density=edge_density,
+                        neurons_kept=neurons, history=history)
