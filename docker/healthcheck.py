@@ -1,6 +1,7 @@
 """Container health check: exit 0 when each named grpc.health.v1 service reports SERVING.
 
-Usage: healthcheck.py [SERVICE ...]   (no argument: the overall "" service, i.e. the process).
+Usage: healthcheck.py [SERVICE ...]   (no argument: "", the server's overall readiness:
+every model loaded, its sha256 checked and all 10,000 sums right; "liveness" is the process alone).
 Talks to the server's own gRPC port (ADDER_GRPC_PORT) with the stock grpcio-health-checking
 stubs, which the runtime image has anyway: no extra binary such as grpc_health_probe.
 """
