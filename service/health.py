@@ -1,5 +1,7 @@
 """grpc.health.v1 statuses: liveness, overall readiness, each service and each model."""
 
+import threading
+
 from grpc_health.v1 import health, health_pb2
 
 from service.generated.adder.v1 import adder_pb2
@@ -24,24 +26,33 @@ class Health:
         self._models = list(models)
         self._ready: dict[str, bool] = {m: False for m in self._models}
         self._draining = False
-        self.servicer.set(LIVENESS, SERVING)
+        self._status: dict[str, int] = {}
+        self._lock = threading.Lock()  # the loader and the signal handler both change statuses
+        self._set(LIVENESS, SERVING)
         for name in (OVERALL, *SERVICES, *self._models):
-            self.servicer.set(name, NOT_SERVING)
+            self._set(name, NOT_SERVING)
+
+    def _set(self, name: str, status: int) -> None:
+        # Only changes: Watch streams send every set(), and a repeated status is noise to a watcher.
+        with self._lock:
+            if self._status.get(name) != status:
+                self._status[name] = status
+                self.servicer.set(name, status)
 
     def model_changed(self, model: str, ready: bool) -> None:
         if self._draining:
             return
         self._ready[model] = ready
-        self.servicer.set(model, SERVING if ready else NOT_SERVING)
+        self._set(model, SERVING if ready else NOT_SERVING)
         overall = SERVING if all(self._ready.values()) else NOT_SERVING
         for name in (OVERALL, *SERVICES):
-            self.servicer.set(name, overall)
+            self._set(name, overall)
 
     def drain(self) -> None:
         """Everything but liveness turns NOT_SERVING so load balancers stop sending requests."""
         self._draining = True
         for name in (OVERALL, *SERVICES, *self._models):
-            self.servicer.set(name, NOT_SERVING)
+            self._set(name, NOT_SERVING)
 
     def stop(self) -> None:
         # Ends Watch streams and fixes every status at NOT_SERVING.

@@ -1,0 +1,149 @@
+"""The dynamic batcher: coalescing, size limit, deadlines, errors, close; driven by a fake model we can pause."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.batcher import Batcher
+from service.errors import DeadlineExceeded, Unavailable
+from service.metrics import Metrics
+from service.runtime import Answers, expected_digits
+
+
+class PausableModel:
+    """Records the rows of every run; the first run waits for `release` so requests pile up behind it."""
+
+    def __init__(self, pause_first=True):
+        self.calls: list[list[int]] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self._pause = pause_first
+
+    def run(self, a, b):
+        self.calls.append(a.tolist())
+        self.started.set()
+        if self._pause:
+            self._pause = False
+            assert self.release.wait(30)
+        return Answers(a + b, expected_digits(a + b), None)
+
+
+def make(model, max_batch_size=8, delay=0.0):
+    metrics = Metrics(CollectorRegistry())
+    return Batcher("m", model.run, metrics, max_batch_size, delay), metrics
+
+
+def submit(batcher, values, results, timeout=None):
+    def call():
+        try:
+            results[values[0]] = batcher.infer(np.array(values), np.array(values), timeout).sums.tolist()
+        except Exception as error:  # recorded for the assertions
+            results[values[0]] = error
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def wait_queued(batcher, n):
+    for _ in range(400):
+        if batcher._queue.qsize() >= n:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{n} requests never queued")
+
+
+def test_concurrent_requests_share_one_run_and_get_their_own_rows():
+    model = PausableModel()
+    batcher, metrics = make(model)
+    results = {}
+    threads = [submit(batcher, [1], results)]
+    assert model.started.wait(10)
+    threads += [submit(batcher, [v, v + 1], results) for v in (10, 20, 30)]
+    wait_queued(batcher, 3)
+    model.release.set()
+    for t in threads:
+        t.join(10)
+    assert len(model.calls) == 2 and sorted(model.calls[1]) == [10, 11, 20, 21, 30, 31]
+    assert results == {1: [2], 10: [20, 22], 20: [40, 42], 30: [60, 62]}
+    assert metrics.registry.get_sample_value("adder_batch_size_sum", {"model": "m"}) == 7
+    assert metrics.registry.get_sample_value("adder_inference_duration_seconds_count", {"model": "m"}) == 2
+    batcher.close()
+
+
+def test_batches_never_exceed_max_rows():
+    model = PausableModel()
+    batcher, _ = make(model, max_batch_size=4)
+    results = {}
+    threads = [submit(batcher, [0], results)]
+    assert model.started.wait(10)
+    threads += [submit(batcher, [v], results) for v in range(1, 7)]
+    wait_queued(batcher, 6)
+    model.release.set()
+    for t in threads:
+        t.join(10)
+    assert [len(c) for c in model.calls] == [1, 4, 2]
+    assert results == {v: [2 * v] for v in range(7)}
+    batcher.close()
+
+
+def test_a_request_past_its_deadline_is_dropped_not_run():
+    model = PausableModel()
+    batcher, _ = make(model)
+    results = {}
+    first = submit(batcher, [1], results)
+    assert model.started.wait(10)
+    late = submit(batcher, [5], results, timeout=0.05)
+    late.join(10)
+    assert isinstance(results[5], DeadlineExceeded)
+    model.release.set()
+    first.join(10)
+    batcher.close()
+    assert model.calls == [[1]]  # the abandoned rows were never computed
+
+
+def test_no_batching_and_big_requests_run_on_the_callers_thread():
+    model = PausableModel(pause_first=False)
+    batcher, _ = make(model, max_batch_size=1)
+    assert batcher.infer(np.array([2]), np.array([3])).sums.tolist() == [5]
+    batched, _ = make(model, max_batch_size=4)
+    assert batched.infer(np.arange(4), np.arange(4)).sums.tolist() == [0, 2, 4, 6]
+    assert model.calls == [[2], [0, 1, 2, 3]]
+    batched.close()
+
+
+def test_a_failing_run_fails_every_caller_in_the_batch():
+    def broken(a, b):
+        raise RuntimeError("boom")
+
+    batcher = Batcher("m", broken, Metrics(CollectorRegistry()), 8, 0.0)
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.infer(np.array([1]), np.array([1]), 10)
+    batcher.close()
+
+
+def test_drain_runs_a_waiting_batch_at_once_and_close_refuses_later_requests():
+    model = PausableModel()
+    batcher, _ = make(model)
+    results = {}
+    first = submit(batcher, [1], results)
+    assert model.started.wait(10)
+    batcher._delay = 30.0  # from now on a batch waits 30 s to fill: only drain can let it go
+    second = submit(batcher, [2], results)
+    wait_queued(batcher, 1)  # queued behind the paused run
+    model.release.set()
+    first.join(10)
+    for _ in range(400):  # the worker took [2] and is now waiting for the batch to fill
+        if batcher._queue.qsize() == 0:
+            break
+        time.sleep(0.005)
+    assert len(model.calls) == 1 and second.is_alive()
+    batcher.drain()
+    second.join(10)
+    assert results == {1: [2], 2: [4]}
+    batcher.close()
+    with pytest.raises(Unavailable):
+        batcher.infer(np.array([1]), np.array([1]))
