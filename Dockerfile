@@ -6,6 +6,7 @@
 #   docker run --read-only --tmpfs /tmp -p 8001:8001 -p 8002:8002 sparse-adder:0.1.0
 
 # export: build the model repository here; prebuilt: take ./model_repository from the context.
+# (BuildKit, the default builder, builds only the stages the target needs: the other one is skipped.)
 ARG MODEL_SOURCE=export
 
 # ---- models-export: torch lives only in this stage -------------------------------------------
@@ -21,7 +22,7 @@ COPY pyproject.toml ./
 COPY contract/ contract/
 COPY export/ export/
 RUN pip install "./[export]" \
- && python -m export --repository /models
+ && python -m export --repository /models --quiet
 
 # ---- models-prebuilt: a repository made by `make export` outside -----------------------------
 FROM python:3.11-slim-bookworm AS models-prebuilt

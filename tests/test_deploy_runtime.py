@@ -1,6 +1,7 @@
 """The runtime image's install line works (no Docker engine here, so it runs in a fresh venv):
-the Dockerfile's `runtime-deps` COPY and RUN lines, then the runtime's ENTRYPOINT against a
-read-only model repository; its HEALTHCHECK reports SERVING and `import torch` fails.
+the Dockerfile's `runtime-deps` COPY and RUN lines, then the runtime's ENTRYPOINT and ENV
+against the image's model repository; its HEALTHCHECK reports SERVING, `import torch` fails,
+SIGTERM exits 0, and nothing in the venv or the repository was written (read-only root fs).
 
 Marked slow (a fresh venv and a pip install: ~15 s with pip's cache, longer on a clean
 machine), so it is one test. It needs a real model repository: ADDER_MODEL_REPOSITORY, or
@@ -12,7 +13,6 @@ import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import time
@@ -72,18 +72,17 @@ def install_runtime(tmp_path: Path) -> Path:
     return venv
 
 
-def read_only_repository(tmp_path: Path) -> Path:
-    """The image's /models: the repository without torch checkpoints, with no write bit anywhere."""
+def image_repository(tmp_path: Path) -> Path:
+    """The image's /models: the repository without the torch checkpoints the models stage drops."""
     models = tmp_path / "models"
     shutil.copytree(REPOSITORY, models, ignore=shutil.ignore_patterns("model.pt"))
-    for path in [models, *models.rglob("*")]:
-        path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     return models
 
 
-def make_writable(root: Path) -> None:
-    for path in [root, *root.rglob("*")]:
-        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every file under roots with its size and mtime: a write anywhere changes it.
+    (Tests may run as root, which ignores permission bits, so this is the read-only check.)"""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for root in roots for p in root.rglob("*")}
 
 
 def healthcheck(venv: Path, env: dict, services: list[str]) -> subprocess.CompletedProcess:
@@ -106,7 +105,7 @@ def test_runtime_install_line_serves_without_torch(tmp_path):
     no_torch = subprocess.run([python, "-c", "import torch"], cwd=home, capture_output=True, text=True)
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr, no_torch.stderr
 
-    models = read_only_repository(tmp_path)
+    models = image_repository(tmp_path)
     grpc_port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
            and not k.startswith("ADDER_")}
@@ -119,6 +118,7 @@ def test_runtime_install_line_serves_without_torch(tmp_path):
     argv = exec_form(entrypoint)
     assert argv[0] == "python"
     log = tmp_path / "server.log"
+    before = snapshot(venv, models)  # the image's read-only root filesystem: nothing may change
     with open(log, "w") as log_file:
         server = subprocess.Popen([python, *argv[1:]], cwd=home, env=env, stdout=log_file,
                                   stderr=subprocess.STDOUT)
@@ -146,4 +146,6 @@ def test_runtime_install_line_serves_without_torch(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait()
-        make_writable(models)
+    after = snapshot(venv, models)
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    assert not changed, f"the server wrote outside /tmp (a read-only root filesystem refuses): {changed[:10]}"
