@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 
 from export.model import GATE_RULE, AdderTransformer
-from export.task import has_carry, sequences
+from contract import VOCAB
+from export.evaluate import greedy_digits
+from export.task import ANSWER_START, has_carry, sequences
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,14 @@ def live_positions(n_layers: int, n_positions: int, predicting: range, rows: lis
 
 @torch.no_grad()
 def hard_gates(model: AdderTransformer, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, layers, heads, T, T) bool gates of the inference rule on the greedy-decoded inputs.
+    """(N, layers, heads, T, T) bool gates of the inference rule on the greedy-decoded sequence.
 
-    Inputs are teacher-forced with the true answer; for an exact model that is the greedy input.
+    The sequence fed back is the model's own answer, as served (for an exact model, the true one).
     """
-    tokens = sequences(a, b)[:, :-1]
-    _, gates, _, _ = model(tokens, "hard", "hard")
+    tokens = sequences(a, b)
+    answer = greedy_digits(model, tokens, gated=True)
+    decoded = torch.cat([tokens[:, :ANSWER_START], answer], dim=1)[:, :-1]
+    _, gates, _, _ = model(decoded, "hard", "hard")
     return torch.stack(gates, dim=1).bool()
 
 
@@ -129,7 +133,7 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
              for blk in model.blocks]
     return Circuit(
         model=name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_positions=T,
-        tokens="0123456789+=", gate_rule=GATE_RULE if gated else "dense: every causal pair",
+        tokens=VOCAB, gate_rule=GATE_RULE if gated else "dense: every causal pair",
         domain_size=len(a), possible_edges_per_problem=possible, edges=edges,
         edges_per_problem={**_stats(per_problem), "carry": _stats(per_problem[carry]),
                            "no_carry": _stats(per_problem[~carry])},

@@ -162,9 +162,10 @@ class _Decoder:
                 if ids:
                     heads = [h for h in range(self.m.cfg.n_heads) if (l, h, 0, 0) in self.union]
                     gates = tables.self_gates[l][:, heads]
-                    self.edge_cols.append((self.g.op("Gather", [
-                        self.weight(f"table.gate.{l}", gates, True),
-                        self.select(idx, positions, [0], axis=1)], axis=0), ids))
+                    cols = self.g.op("Gather", [self.weight(f"table.gate.{l}", gates, True),
+                                                self.select(idx, positions, [0], axis=1)], axis=0)
+                    cols = self.g.op("Reshape", [cols, self.g.const(np.array([0, -1]))])  # (N, k)
+                    self.edge_cols.append((cols, ids))
         for p in positions:
             if p >= PREDICT_FROM:
                 pred = self.g.op("Gather", [self.weight("table.pred", tables.predictions, True),

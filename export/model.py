@@ -25,7 +25,7 @@ def logistic_gate(logits: torch.Tensor) -> torch.Tensor:
     noisy = logits + torch.log(u) - torch.log1p(-u)
     soft = torch.sigmoid(noisy)
     hard = (noisy > 0).to(logits.dtype)
-    return hard + soft - soft.detach()
+    return hard + (soft - soft.detach())  # value exactly hard (x - x = 0), gradient of soft
 
 
 class GatedSelfAttention(nn.Module):

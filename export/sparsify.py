@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from export.config import ExportConfig
+from export.config import ExportConfig, SparsifyConfig
 from export.evaluate import answer_logits, answer_loss, exact_mask
 from export.model import AdderTransformer
 from export.task import Domain
@@ -30,6 +30,12 @@ class SparseResult:
     edge_density: float  # hard gates, mean over problems of active / possible causal edges
     neurons_kept: list[int]
     history: list[dict] = field(default_factory=list)
+
+
+def geco_update(lam: float, c_hat: float | None, c: float, sc: SparsifyConfig) -> tuple[float, float]:
+    """One GECO step: EMA the constraint C = CE - tau, then lambda <- clamp(lambda * exp(eta * C_hat))."""
+    c_hat = c if c_hat is None else sc.geco_ema * c_hat + (1 - sc.geco_ema) * c
+    return min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * c_hat))), c_hat
 
 
 @torch.no_grad()
@@ -69,9 +75,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        c = ce.item() - tau
-        c_hat = c if c_hat is None else sc.geco_ema * c_hat + (1 - sc.geco_ema) * c
-        lam = min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * c_hat)))
+        lam, c_hat = geco_update(lam, c_hat, ce.item() - tau, sc)
         if (step + 1) % sc.eval_every:
             continue
         model.eval()
@@ -88,6 +92,8 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
             stale += 1
             if best is not None and stale >= sc.patience_evals:
                 break
+    if best is None and not sc.require_exact:
+        best = copy.deepcopy(model.state_dict())
     if best is None:
         raise RuntimeError("sparsification never reached 100% exact match with the inference gates")
     model.load_state_dict(best)

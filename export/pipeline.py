@@ -1,0 +1,99 @@
+"""The export pipeline: train -> sparsify -> circuit -> compile -> verify -> repository, timed."""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contract import DENSE_MODEL, FIGURE_FILE, INPUT_A, INPUT_B, SPARSE_MODEL
+from export.circuit import active_edges, extract_circuit
+from export.compile import compile_model
+from export.config import ExportConfig
+from export.figure import draw_figure
+from export.repository import write_build
+from export.sparsify import sparsify
+from export.task import PREDICT_FROM, N_POSITIONS, make_domain
+from export.train import train_base
+from export.verify import session, verify_build
+
+
+@dataclass
+class ExportReport:
+    seconds: dict = field(default_factory=dict)
+    manifests: dict = field(default_factory=dict)
+    latency_ms: dict = field(default_factory=dict)  # (model, batch) -> median ms per call
+
+
+class Stopwatch:
+    def __init__(self, report: ExportReport):
+        self.report, self.last = report, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.report.seconds[stage] = round(now - self.last, 2)
+        self.last = now
+
+
+def median_latency_ms(model_bytes: bytes, batch: int, calls: int) -> float:
+    """In-process ORT time per call (one intra-op thread), after warm-up."""
+    sess = session(model_bytes)
+    feed = {INPUT_A: np.arange(batch, dtype=np.int64) % 100, INPUT_B: np.arange(batch, dtype=np.int64) % 97}
+    for _ in range(5):
+        sess.run(None, feed)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=print) -> ExportReport:
+    """Build and prove both builds; raise VerificationError if either is not exact."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    report = ExportReport()
+    clock = Stopwatch(report)
+    domain = make_domain(cfg.seed, cfg.test_fraction)
+    base = train_base(cfg, domain, progress)
+    log(f"base: {base.steps} steps, exact train {base.train_accuracy:.4f} test {base.test_accuracy:.4f}, CE {base.final_ce:.2e}")
+    clock.lap("train base")
+    sparse = sparsify(cfg, domain, base.model, base.final_ce, progress)
+    log(f"sparse: best step {sparse.best_step} of {sparse.steps}, edge density {sparse.edge_density:.4%}, "
+        f"neurons {sparse.neurons_kept}")
+    clock.lap("sparsify")
+    predicting = range(PREDICT_FROM, N_POSITIONS)
+    builds = [(DENSE_MODEL, base.model, False), (SPARSE_MODEL, sparse.model, True)]
+    circuits = {name: extract_circuit(m, name, domain.a, domain.b, gated, predicting) for name, m, gated in builds}
+    clock.lap("circuit")
+    compiled = {name: compile_model(m, circuits[name], gated, cfg.opset, doc=f"sparse-adder {name}")
+                for name, m, gated in builds}
+    clock.lap("compile")
+    training = {"base_steps": base.steps, "base_final_ce": base.final_ce, "sparse_steps": sparse.steps,
+                "sparse_best_step": sparse.best_step, "tau": sparse.tau,
+                "seconds": {"base": round(base.seconds, 1), "sparsify": round(sparse.seconds, 1)}}
+    for name, m, gated in builds:
+        data = compiled[name].proto.SerializeToString()
+        v = verify_build(name, data, m, circuits[name], domain, gated)
+        extra = {"config": cfg.to_dict(), "seed": cfg.seed, "training": training,
+                 "accuracy": {"correct": v.correct, "total": v.total, "exact_match": v.correct / v.total,
+                              "train": v.train_accuracy, "test": v.test_accuracy,
+                              "edge_output_mismatches": v.edge_mismatches}}
+        report.manifests[name] = write_build(repository, m, gated, circuits[name], compiled[name], extra)
+    clock.lap("verify + write")
+    a, b = cfg.figure_problem
+    draw_figure(repository / FIGURE_FILE, a, b, active_edges_dense(circuits[DENSE_MODEL]),
+                active_edges(sparse.model, a, b), cfg.model.n_layers)
+    clock.lap("figure")
+    for name in (DENSE_MODEL, SPARSE_MODEL):
+        data = compiled[name].proto.SerializeToString()
+        for batch, calls in ((1, 300), (1024, 20)):
+            report.latency_ms[(name, batch)] = median_latency_ms(data, batch, calls)
+    clock.lap("latency")
+    return report
+
+
+def active_edges_dense(circuit) -> list[tuple[int, int, int, int]]:
+    return [(e.layer, e.head, e.query, e.key) for e in circuit.edges]
