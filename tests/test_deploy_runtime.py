@@ -1,7 +1,8 @@
 """The runtime image's install line works (no Docker engine here, so it runs in a fresh venv):
 the Dockerfile's `runtime-deps` COPY and RUN lines, then the runtime's ENTRYPOINT and ENV
 against the image's model repository; its HEALTHCHECK reports SERVING, `import torch` fails,
-SIGTERM exits 0, and nothing in the venv or the repository was written (read-only root fs).
+SIGTERM exits 0, nothing in the venv or the repository was written (read-only root fs), and
+the peak RSS after start-up is under half the memory limit in k8s/base.
 
 Marked slow (a fresh venv and a pip install: ~15 s with pip's cache, longer on a clean
 machine), so it is one test. It needs a real model repository: ADDER_MODEL_REPOSITORY, or
@@ -9,6 +10,7 @@ machine), so it is one test. It needs a real model repository: ADDER_MODEL_REPOS
 """
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -22,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from contract import MODEL_FILE, SPARSE_MODEL, model_dir
-from deploy_support import HEALTHCHECK_SCRIPT, ROOT, dockerfile_stages, exec_form, health_services
+from deploy_support import (HEALTHCHECK_SCRIPT, ROOT, dockerfile_stages, exec_form, health_services, of_kind,
+                            render, server_container)
 
 REPOSITORY = Path(os.environ.get("ADDER_MODEL_REPOSITORY", ROOT / "model_repository")).resolve()
 STARTUP_SECONDS = 180  # load, sha256 and the 10,000-problem self-test of both models
@@ -137,6 +140,10 @@ def test_runtime_install_line_serves_without_torch(tmp_path):
         imported = subprocess.run([python, "-c", probe], cwd=home, env=env, capture_output=True, text=True,
                                   check=True).stdout.split()
         assert Path(imported[0]).is_relative_to(venv) and imported[1] == "False"
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{server.pid}/status").read_text())[1])
+        limit = server_container(of_kind(render("base"), "Deployment")[0])["resources"]["limits"]["memory"]
+        assert limit.endswith("Mi") and peak // 1024 < int(limit[:-2]) // 2, (
+            f"peak RSS {peak // 1024} MiB after start-up leaves too little of the pod's {limit} for load")
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
             assert b"adder_inflight_requests" in response.read()
 
