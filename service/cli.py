@@ -53,9 +53,15 @@ def register_circuit(subparsers) -> None:
 
 def _add(args) -> int:
     with grpc.insecure_channel(args.target) as channel:
-        response = adder_pb2_grpc.AdderStub(channel).Add(
-            adder_pb2.AddRequest(a=args.a, b=args.b, model=args.model, trace=args.trace), timeout=args.timeout)
-    print(trace_picture(args.a, args.b, response) if args.trace else response.sum)
+        stub = adder_pb2_grpc.AdderStub(channel)
+        response = stub.Add(adder_pb2.AddRequest(a=args.a, b=args.b, model=args.model, trace=args.trace),
+                            timeout=args.timeout)
+        if not args.trace:
+            print(response.sum)
+            return 0
+        # The circuit gives the picture its frame: layers without an active edge still get a row.
+        circuit = stub.GetCircuit(adder_pb2.GetCircuitRequest(model=response.model), timeout=args.timeout)
+    print(trace_picture(args.a, args.b, response, circuit.n_layers, circuit.n_positions or 10))
     return 0
 
 

@@ -13,7 +13,7 @@ def problem_tokens(a: int, b: int, answer: str) -> list[str]:
     return list(f"{a:0{OPERAND_DIGITS}d}+{b:0{OPERAND_DIGITS}d}={answer}")
 
 
-def trace_picture(a: int, b: int, response, n_positions: int = 10) -> str:
+def trace_picture(a: int, b: int, response, n_layers: int = 0, n_positions: int = 10) -> str:
     """One block per layer: a row per query position that attends, a column per key position.
 
     A cell shows the head that makes the query attend to the key ('*' when several heads do).
@@ -22,7 +22,7 @@ def trace_picture(a: int, b: int, response, n_positions: int = 10) -> str:
     cells: dict[int, dict[int, dict[int, list[int]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for e in response.edges:
         cells[e.layer][e.query][e.key].append(e.head)
-    n_layers = max(cells, default=-1) + 1
+    n_layers = max(n_layers, max(cells, default=-1) + 1)
     lines = [f"{a} + {b} = {response.sum}   answer {response.answer} from {response.model} "
              f"v{response.model_version}: {len(response.edges)} active attention edges",
              "",
