@@ -6,9 +6,18 @@ PY := $(VENV)/bin/python
 REPO ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: setup tools export run test bench clean
+.PHONY: setup system-deps tools export run test bench protos clean
 
-setup: $(STAMP)
+setup: system-deps $(STAMP)
+
+# Debian's prometheus binary: a test scrapes the server with it. Installed only when missing and we
+# are root with apt (CI, containers); elsewhere setup goes on and that one test is skipped.
+system-deps:
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "note: prometheus not installed (apt-get install prometheus); its test will be skipped"; fi; }
 
 # Pinned CPU torch first: anything ranged would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -41,6 +50,10 @@ run: setup $(REPO)/adder-sparse/1/model.onnx
 
 test: setup tools $(REPO)/adder-sparse/1/model.onnx
 	ADDER_MODEL_REPOSITORY=$(REPO) $(PY) -m pytest -q
+
+# Regenerate the committed gRPC stubs in service/generated/ (a test fails if they drift from protos/).
+protos: setup
+	$(PY) protos/generate.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(REPO)
