@@ -3,10 +3,13 @@ matches what the server really serves (ports, ADDER_* settings, grpc.health.v1 n
 """
 
 import json
+import shutil
+import subprocess
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, latest_version, major_minor, schema_contents
 from referencing import Registry, Resource
 
@@ -210,6 +213,17 @@ def test_alert_rules_use_metrics_the_server_exports():
     Metrics(registry)
     exported = {m.name for m in registry.collect()}
     assert {"adder_answers", "adder_request_duration_seconds"} <= exported, exported
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None,
+                    reason="promtool missing (make setup installs Debian's prometheus)")
+def test_alert_rules_parse_with_promtool(tmp_path):
+    """The PrometheusRule's spec is a Prometheus rule file: promtool parses every expression."""
+    (rule,) = of_kind(render("overlays/monitoring"), "PrometheusRule")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump(rule["spec"]))
+    result = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_validation_is_not_vacuous():
