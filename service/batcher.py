@@ -2,8 +2,10 @@
 
 Callers block in `infer` on a future; one worker thread per model takes the oldest request, adds
 whatever else is queued (waiting at most `max_queue_delay` for more) up to `max_batch_size` rows,
-runs them as one batch and hands each caller its rows. A request at least `max_batch_size` rows
-long, or any request when batching is off (max_batch_size 1), runs directly on the caller's thread.
+runs them as one batch and hands each caller its rows. Runs directly on the caller's thread: a
+request of at least `max_batch_size` rows, any request when batching is off (max_batch_size 1), and,
+with no queue delay, a request that finds the model idle and nobody queued (it would be a batch of
+one, and the thread handoff costs more than it saves).
 """
 
 import logging
@@ -46,6 +48,7 @@ class Batcher:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
+        self._busy = threading.Lock()  # held during this model's batched or idle-path session.run
         self._worker = None
         if max_batch_size > 1:
             self._worker = threading.Thread(target=self._loop, name=f"batcher-{model}", daemon=True)
@@ -55,6 +58,13 @@ class Batcher:
         """Answer rows a, b (int64 [N]); raises DeadlineExceeded if not answered within `timeout` s."""
         if self._worker is None or len(a) >= self._max_rows:
             return self._timed_run(a, b)
+        if self._delay == 0 and not self._closed and self._queue.empty() and self._busy.acquire(blocking=False):
+            # Idle model, nobody queued: a batch would be this request alone, so skip the thread handoff.
+            try:
+                self._metrics.queue_duration.labels(self.model).observe(0.0)
+                return self._timed_run(a, b)
+            finally:
+                self._busy.release()
         request = _Request(a, b)
         with self._lock:  # nothing may be queued behind _STOP, it would never run
             if self._closed:
@@ -99,23 +109,25 @@ class Batcher:
                 break
             if first is _WAKE:
                 continue
-            batch, rows = [first], len(first.a)
-            deadline = first.enqueued + self._delay
-            while rows < self._max_rows:
-                try:
-                    wait = deadline - time.perf_counter()
-                    item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _WAKE or item is _STOP:
-                    stopping = item is _STOP
-                    break
-                if rows + len(item.a) > self._max_rows:
-                    carry = item
-                    break
-                batch.append(item)
-                rows += len(item.a)
-            self._run_batch(batch)
+            # Collect once the model is free (an idle-path run may hold it): the batch grows meanwhile.
+            with self._busy:
+                batch, rows = [first], len(first.a)
+                deadline = first.enqueued + self._delay
+                while rows < self._max_rows:
+                    try:
+                        wait = deadline - time.perf_counter()
+                        item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _WAKE or item is _STOP:
+                        stopping = item is _STOP
+                        break
+                    if rows + len(item.a) > self._max_rows:
+                        carry = item
+                        break
+                    batch.append(item)
+                    rows += len(item.a)
+                self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Request]) -> None:
         # Skip callers that gave up (deadline): their rows would be wasted work.
@@ -126,10 +138,9 @@ class Batcher:
         for r in live:
             self._metrics.queue_duration.labels(self.model).observe(start - r.enqueued)
         try:
-            if len(live) == 1:
-                answers = self._timed_run(live[0].a, live[0].b)
-            else:
-                answers = self._timed_run(np.concatenate([r.a for r in live]), np.concatenate([r.b for r in live]))
+            a = live[0].a if len(live) == 1 else np.concatenate([r.a for r in live])
+            b = live[0].b if len(live) == 1 else np.concatenate([r.b for r in live])
+            answers = self._timed_run(a, b)
         except Exception as error:  # handed to every caller; errors.rpc logs it once per RPC
             for r in live:
                 r.future.set_exception(error)

@@ -18,12 +18,14 @@ class PausableModel:
 
     def __init__(self, pause_first=True):
         self.calls: list[list[int]] = []
+        self.threads: list[str] = []
         self.release = threading.Event()
         self.started = threading.Event()
         self._pause = pause_first
 
     def run(self, a, b):
         self.calls.append(a.tolist())
+        self.threads.append(threading.current_thread().name)
         self.started.set()
         if self._pause:
             self._pause = False
@@ -31,7 +33,8 @@ class PausableModel:
         return Answers(a + b, expected_digits(a + b), None)
 
 
-def make(model, max_batch_size=8, delay=0.0):
+def make(model, max_batch_size=8, delay=1e-6):
+    # A (tiny) queue delay sends every request through the worker, even on an idle model.
     metrics = Metrics(CollectorRegistry())
     return Batcher("m", model.run, metrics, max_batch_size, delay), metrics
 
@@ -147,3 +150,20 @@ def test_drain_runs_a_waiting_batch_at_once_and_close_refuses_later_requests():
     batcher.close()
     with pytest.raises(Unavailable):
         batcher.infer(np.array([1]), np.array([1]))
+
+
+def test_without_queue_delay_an_idle_model_runs_on_the_callers_thread_and_a_busy_one_batches():
+    model = PausableModel()
+    batcher, _ = make(model, delay=0.0)
+    results = {}
+    first = submit(batcher, [1], results)  # idle: runs on its own thread, paused
+    assert model.started.wait(10)
+    threads = [submit(batcher, [v], results) for v in (2, 3, 4)]
+    wait_queued(batcher, 2)  # busy: they queue behind the paused run (the worker may hold one)
+    model.release.set()
+    for t in (first, *threads):
+        t.join(10)
+    assert results == {1: [2], 2: [4], 3: [6], 4: [8]}
+    assert model.calls[0] == [1] and sorted(sum(model.calls[1:], [])) == [2, 3, 4]
+    assert not model.threads[0].startswith("batcher-") and set(model.threads[1:]) == {"batcher-m"}
+    batcher.close()
