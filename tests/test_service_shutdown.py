@@ -72,3 +72,13 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository):
             process.wait()
     messages = [json.loads(line)["message"] for line in seen]
     assert messages.index("signal received, shutting down") < messages.index("draining") < messages.index("stopped")
+
+
+def test_a_missing_repository_stops_start_up_with_exit_code_1(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "service", "--model-repository", str(tmp_path / "absent"),
+                             "--grpc-port", "0", "--metrics-port", "-1"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    failure = next(r for r in records if r["message"] == "cannot start")
+    assert failure["level"] == "error" and "absent" in failure["reason"] and "is not a folder" in failure["reason"]
