@@ -23,6 +23,7 @@ from service.models import ModelRegistry
 from service.repository import RepositoryError
 
 log = logging.getLogger(__name__)
+_LAST_GRACE_SECONDS = 1.0
 
 
 class AdderServer:
@@ -72,8 +73,7 @@ class AdderServer:
     def drain(self) -> None:
         """Stop taking new work: health NOT_SERVING, new requests UNAVAILABLE, queued batches run now."""
         if not self.models.draining:
-            inflight = self.metrics.registry.get_sample_value("adder_inflight_requests")
-            log.info("draining", extra={"fields": {"inflight": inflight}})
+            log.info("draining", extra={"fields": {"inflight": self._inflight()}})
         self.health.drain()
         self.models.drain()
 
@@ -83,14 +83,22 @@ class AdderServer:
             return
         grace = self.config.grace_seconds if grace is None else grace
         start = time.perf_counter()
+        deadline = time.monotonic() + grace
         self.drain()
-        self.grpc.stop(grace).wait()
+        while self._inflight() > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Left now: health Watch streams, which never end by themselves, and requests already being
+        # refused. A short grace for those, not the whole period.
+        self.grpc.stop(min(_LAST_GRACE_SECONDS, max(0.0, deadline - time.monotonic()))).wait()
         self.health.stop()
         self.models.close()
         if self.metrics_endpoint:
             self.metrics_endpoint.stop()
         self._stopped.set()
         log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3)}})
+
+    def _inflight(self) -> float:
+        return self.metrics.registry.get_sample_value("adder_inflight_requests") or 0.0
 
     def _model_changed(self, name: str, ready: bool) -> None:
         self.health.model_changed(name, ready)
