@@ -8,7 +8,6 @@ with no queue delay, a request that finds the model idle and nobody queued (it w
 one, and the thread handoff costs more than it saves).
 """
 
-import logging
 import queue
 import threading
 import time
@@ -23,7 +22,6 @@ from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
 from service.runtime import Answers
 
-log = logging.getLogger(__name__)
 
 _WAKE = object()  # run what is collected now (drain)
 _STOP = object()  # run what is collected, then exit
