@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[export,dev]'
+	$(PY) -m pip install --quiet -e '.[export,dev,bench]'
 	touch $@
 
 # checkov in its own venv: its pins clash with the project's (tests/test_deploy_* use it).
@@ -50,6 +50,10 @@ run: setup $(REPO)/adder-sparse/1/model.onnx
 
 test: setup tools $(REPO)/adder-sparse/1/model.onnx
 	ADDER_MODEL_REPOSITORY=$(REPO) $(PY) -m pytest -q
+
+# Dense vs sparse: in-process ORT and end to end over gRPC (starts its own servers); see docs/bench.md.
+bench: setup $(REPO)/adder-sparse/1/model.onnx
+	$(PY) -m bench --repository $(REPO) --out bench_results
 
 # Regenerate the committed gRPC stubs in service/generated/ (a test fails if they drift from protos/).
 protos: setup

@@ -21,6 +21,7 @@ from service.picture import circuit_summary, trace_picture
 COMMANDS = [
     "service.cli:register_add",
     "service.cli:register_circuit",
+    "bench.cli:register",
 ]
 DEFAULT_TARGET = "127.0.0.1:8001"
 
