@@ -1,0 +1,90 @@
+"""`python -m bench` with tiny counts writes the table, JSON and plots for both builds (no time is asserted)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from contract import DENSE_MODEL, MODEL_FILE, MODELS, SPARSE_MODEL, model_dir
+from fixtures.service_repository import build_repository
+from service import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--batch-sizes", "1,16", "--pairs", "3", "--warmup", "1", "--concurrency", "1,2", "--calls", "8",
+        "--batch-rows", "16", "--batch-calls", "2", "--client-processes", "2", "--client-warmup", "1",
+        "--step-seconds", "2", "--time-limit", "240"]
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> Path:
+    """The exported models when ADDER_MODEL_REPOSITORY has them (make test), else the fixture adders."""
+    real = Path(os.environ.get("ADDER_MODEL_REPOSITORY", "/nonexistent"))
+    if all((model_dir(real, m) / MODEL_FILE).is_file() for m in MODELS):
+        return real
+    return build_repository(tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="module")
+def bench_run(repository, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_results")
+    result = subprocess.run([sys.executable, "-m", "bench", "--repository", str(repository), "--out", str(out), *TINY],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result
+
+
+def test_json_holds_both_builds_in_process_and_end_to_end(bench_run):
+    out, _ = bench_run
+    data = json.loads((out / "bench.json").read_text())
+    assert [r["batch"] for r in data["inprocess"]] == [1, 16]
+    for batch in data["inprocess"]:
+        assert set(batch["models"]) == {DENSE_MODEL, SPARSE_MODEL}
+        assert batch["pairs"] >= 1 and batch["dense_over_sparse"]["median"] > 0
+        assert all(m["wrong_answers"] == 0 for m in batch["models"].values())
+    rows = {(s["server"], s["method"], s["model"], s["concurrency"]): s for s in data["end_to_end"]}
+    for server in ("batching", "no-batching"):
+        for concurrency in (1, 2):
+            for model in ("floor", DENSE_MODEL, SPARSE_MODEL):
+                row = rows[(server, "Check" if model == "floor" else "Add", model, concurrency)]
+                assert row["calls"] >= 1 and row["errors"] == 0 and row["wrong_answers"] == 0
+                assert row["latency"]["p50"] > 0 and row["calls_per_second"] > 0
+    for model in (DENSE_MODEL, SPARSE_MODEL):
+        row = rows[("batching", "AddBatch", model, 1)]
+        assert row["rows_per_call"] == 16 and row["calls"] >= 1 and row["wrong_answers"] == 0
+    status = {t["name"]: t["status"] for t in data["targets"]}
+    assert len(status) == 6 and set(status.values()) <= {"PASS", "MISS", "n/a"}
+    # Measured here: batch 1 and the sequential Add; batch 1024 and 16 clients were not asked for.
+    assert status["ORT speed-up sparse vs dense, batch 1"] in ("PASS", "MISS")
+    assert status["ORT speed-up sparse vs dense, batch 1024"] == "n/a"
+    assert data["machine"]["usable_cpus"] >= 1
+
+
+def test_table_is_printed_and_saved(bench_run):
+    out, result = bench_run
+    table = (out / "summary.txt").read_text()
+    assert table.strip() in result.stdout
+    for text in ("In-process ONNX Runtime", "server: batching", "server: no-batching", DENSE_MODEL, SPARSE_MODEL,
+                 "Targets", "AddBatch"):
+        assert text in table
+    assert "[  1/" in result.stderr  # the progress display
+
+
+def test_plots_are_pngs(bench_run):
+    out, _ = bench_run
+    for name in ("inprocess_latency.png", "e2e_latency.png", "throughput.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_bench_is_a_sparse_adder_subcommand():
+    args = cli.build_parser().parse_args(["bench", "--concurrency", "1,16", "--out", "x"])
+    assert args.concurrency == [1, 16] and args.batch_sizes == [1, 16, 256, 1024] and callable(args.func)
+
+
+def test_bench_imports_no_torch_or_export():
+    code = ("import sys, bench.run, bench.cli, bench.clients\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'export', 'onnx'))))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True)
+    assert result.stdout.strip() == ""
