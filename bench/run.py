@@ -9,10 +9,12 @@ from bench import plots, report
 from bench.endtoend import ClientPool, Scenario, plan
 from bench.inprocess import BatchResult, load_models, paired_runs
 from bench.progress import Progress
-from bench.server_process import ServerProcess
+from bench.server_process import ServerError, ServerProcess
 from bench.stats import ms
 from bench.targets import BATCHING, NO_BATCHING, evaluate
 from contract import MODEL_FILE, model_dir
+
+SERVER_FAILED = "server did not start"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,12 +23,11 @@ def run(args: argparse.Namespace) -> int:
     repository = Path(args.repository)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     have_files = all((model_dir(repository, m) / MODEL_FILE).is_file() for m in models)
-    if not have_files and (not args.target or not args.skip_inprocess):
-        missing = "" if have_files else f"{repository} lacks {', '.join(models)}"
+    if not have_files:
         if not args.target:
-            print(f"error: {missing}: run `make export` or pass --repository")
+            print(f"error: {repository} lacks {' or '.join(models)}: run `make export` or pass --repository")
             return 2
-        print(f"note: {missing}; in-process part skipped")
+        print(f"note: {repository} lacks {' or '.join(models)}: the in-process part is skipped")
     servers = [("target", 0)] if args.target else [(BATCHING, args.max_batch_size), (NO_BATCHING, 1)]
     plans = {} if args.skip_e2e else {
         name: plan(name, models, args.concurrency, args.batch_rows, with_add_batch=i == 0)
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                       scenarios, checks)
     written = plots.write_all(out, inprocess, scenarios)
     print(f"\nwrote {out / 'bench.json'}, {out / 'summary.txt'}" + "".join(f", {p}" for p in written))
-    return 0
+    return 1 if any(s.skipped == SERVER_FAILED for s in scenarios) else 0
 
 
 def _inprocess(args, repository: Path, models: list[str], batch_sizes: list[int],
@@ -87,9 +88,14 @@ def _end_to_end(args, repository: Path, servers: list[tuple[str, int]], plans: d
             if args.target:
                 _measure(args, todo, args.target, None, pool, progress)
                 continue
-            with ServerProcess(repository, out / f"server-{name}.log", max_batch, args.intra_op_threads) as server:
-                progress.note(f"server {name} (max batch {max_batch}) ready on {server.target}")
-                _measure(args, todo, server.target, server, pool, progress)
+            try:
+                with ServerProcess(repository, out / f"server-{name}.log", max_batch, args.intra_op_threads) as server:
+                    progress.note(f"server {name} (max batch {max_batch}) ready on {server.target}")
+                    _measure(args, todo, server.target, server, pool, progress)
+            except ServerError as error:
+                progress.note(f"server {name} did not start: {error}")
+                for scenario in todo:
+                    scenario.skipped = scenario.skipped or SERVER_FAILED
     finally:
         pool.close()
     return scenarios
