@@ -37,8 +37,10 @@ class SparsifyConfig:
     lambda_max: float = 100.0  # 1e4 pinned lambda for minutes in the calibration
     neuron_weight: float = 1.0  # weight of the neuron density next to the edge density
     neuron_start: int = 0  # step at which neuron gates join the objective
+    neuron_gate_lr: float = 1e-2  # Adam moves a logit ~lr per step: 1e-3 would need ~3000 steps to close one
     eval_every: int = 100
     patience_evals: int = 15  # stop when the best exact checkpoint has not improved for this many evals
+    target_edge_density: float = 0.015  # checkpoints under it are preferred (the 1.5%)
     require_exact: bool = True  # False (tiny configs): fall back to the last checkpoint if none is exact
 
 

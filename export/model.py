@@ -43,10 +43,11 @@ class GatedSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, gate_mode: str):
         """x (B, T, d) -> (y (B, T, d), gates (B, h, T, T) or None, expected density scalar or None)."""
-        T = x.shape[1]
-        q = torch.einsum("btd,hde->bhte", x, self.W_Q)  # (B, h, T, dh)
-        k = torch.einsum("btd,hde->bhte", x, self.W_K)
-        v = torch.einsum("btd,hde->bhte", x, self.W_V)
+        B, T, d = x.shape
+        # one matmul for all heads' q, k, v: (d, 3 * h * dh) built from the per-head weights
+        w = torch.stack([self.W_Q, self.W_K, self.W_V]).permute(2, 0, 1, 3).reshape(d, -1)
+        qkv = (x @ w).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (3, B, h, T, dh)
+        q, k, v = qkv[0], qkv[1], qkv[2]
         logits = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, h, T, T): a_ij
         causal = self.causal[:T, :T]
         weights = F.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
@@ -56,8 +57,8 @@ class GatedSelfAttention(nn.Module):
             gates = logistic_gate(g) if gate_mode == "sample" else (g > 0).to(x.dtype)
             gates = gates * causal
             weights = weights * gates  # no renormalisation: kept weights sum to <= 1
-            density = torch.sigmoid(g)[:, :, causal].mean()
-        y = torch.einsum("bhte,hed->btd", weights @ v, self.W_O)
+            density = (torch.sigmoid(g) * causal).sum() / (g.shape[0] * g.shape[1] * causal.sum())
+        y = (weights @ v).transpose(1, 2).reshape(B, T, -1) @ self.W_O.reshape(-1, d)  # (B, T, d)
         return y, gates, density
 
 

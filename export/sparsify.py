@@ -38,6 +38,13 @@ def geco_update(lam: float, c_hat: float | None, c: float, sc: SparsifyConfig) -
     return min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * c_hat))), c_hat
 
 
+def selection_score(edge_density: float, neurons: list[int], d_mlp: int, sc: SparsifyConfig) -> float:
+    """Lower is better. Meeting the edge-density target comes first; then neurons (most of the
+    compute) and edges count by their fraction kept."""
+    neuron_fraction = sum(neurons) / (d_mlp * len(neurons))
+    return (edge_density > sc.target_edge_density) + neuron_fraction + edge_density
+
+
 @torch.no_grad()
 def hard_sparsity(model: AdderTransformer, tokens: torch.Tensor) -> tuple[float, list[int]]:
     """(mean per-problem active-edge fraction with the inference gate, neurons kept per layer)."""
@@ -50,12 +57,14 @@ def hard_sparsity(model: AdderTransformer, tokens: torch.Tensor) -> tuple[float,
 
 
 def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce: float,
-             progress: bool = True) -> SparseResult:
+             progress: bool = True, on_eval=None) -> SparseResult:
     """Finetune a copy of the base model; return the sparsest exact checkpoint seen."""
     torch.manual_seed(cfg.seed + 2)
     sc = cfg.sparsify
     model = copy.deepcopy(base).train()
-    opt = torch.optim.Adam(model.parameters(), lr=sc.lr)
+    gate_params = [b.mlp.neuron_logits for b in model.blocks]
+    others = [p for n, p in model.named_parameters() if not n.endswith("neuron_logits")]
+    opt = torch.optim.Adam([{"params": others, "lr": sc.lr}, {"params": gate_params, "lr": sc.neuron_gate_lr}])
     tokens = domain.tokens
     train_tokens = tokens[domain.train]
     gen = torch.Generator().manual_seed(cfg.seed + 3)
@@ -81,9 +90,11 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         model.eval()
         exact = exact_mask(model, tokens, gated=True).float().mean().item()
         edge_density, neurons = hard_sparsity(model, tokens)
-        score = edge_density + sc.neuron_weight * sum(neurons) / (d_mlp * len(neurons)) * sc.neuron_gates
+        score = selection_score(edge_density, neurons, d_mlp, sc)
         history.append({"step": step + 1, "ce": ce.item(), "lambda": lam, "exact": exact,
                         "edge_density": edge_density, "neurons": neurons})
+        if on_eval:
+            on_eval(history[-1])
         bar.set_postfix(ce=f"{ce.item():.3f}", lam=f"{lam:.2f}", exact=f"{exact:.4f}",
                         dens=f"{edge_density:.4f}", neurons=sum(neurons))
         if exact == 1.0 and score < best_score - 1e-6:
