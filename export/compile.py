@@ -150,12 +150,10 @@ class _Decoder:
         for l in range(self.L):
             kv_pos = [p for p in positions if p <= self.live.key_limit[l]] if self.live.heads[l] else []
             if kv_pos:
-                h = self.g.op("Gather", [self.weight(f"table.ln1.{l}", tables.attn_inputs[l], True),
-                                         self.select(idx, positions, kv_pos, axis=1)], axis=0)
-                k = self.g.op("MatMul", [h, self.weight(f"W_K.{l}", self.head_weights(l, "K"))])
-                v = self.g.op("MatMul", [h, self.weight(f"W_V.{l}", self.head_weights(l, "V"))])
-                n = len(kv_pos)
-                self.append_cache(l, self.split_heads(k, n, l, True), self.split_heads(v, n, l), kv_pos)
+                rows = self.select(idx, positions, kv_pos, axis=1)
+                kt, v = (self.g.op("Transpose", [self.g.op("Gather", [self.kv_table(l, which), rows], axis=0)],
+                                   perm=perm) for which, perm in (("K", [0, 2, 3, 1]), ("V", [0, 2, 1, 3])))
+                self.append_cache(l, kt, v, kv_pos)
             if self.gated and 0 in positions:
                 ids = [self.edge_index[(l, h, 0, 0)] for h in range(self.m.cfg.n_heads)
                        if (l, h, 0, 0) in self.union]
@@ -171,6 +169,14 @@ class _Decoder:
                 pred = self.g.op("Gather", [self.weight("table.pred", tables.predictions, True),
                                             self.select(idx, positions, [p], axis=1)], axis=0)
                 self.preds[p] = pred
+
+    def kv_table(self, l: int, which: str) -> str:
+        """(T*V, Hl, dh) keys or values of every (position, token) that reads only itself."""
+        attn = self.m.blocks[l].attn
+        dh = attn.d_head
+        h = self.tables().attn_inputs[l]  # (T*V, d)
+        table = (h @ self.head_weights(l, which)).reshape(len(h), -1, dh)
+        return self.weight(f"table.{which}.{l}", table.astype(np.float32), table=True)
 
     # ---- positions computed layer by layer --------------------------------------------------
     def computed(self, positions: list[int]) -> None:
