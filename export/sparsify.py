@@ -101,7 +101,8 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
             best, best_score, best_step, stale = copy.deepcopy(model.state_dict()), score, step + 1, 0
         else:
             stale += 1
-            if best is not None and stale >= sc.patience_evals:
+            # stop on a plateau, but only once a kept checkpoint meets the density target
+            if best_score < 1.0 and stale >= sc.patience_evals:
                 break
     if best is None and not sc.require_exact:
         best = copy.deepcopy(model.state_dict())
