@@ -1,20 +1,19 @@
-"""Dynamic batching: coalesce concurrent requests for one model into one session.run.
+"""Dynamic batching: coalesce concurrent requests for one model into one session.run (leader/follower).
 
-Callers block in `infer` on a future; one worker thread per model takes the oldest request, adds
-whatever else is queued (waiting at most `max_queue_delay` for more) up to `max_batch_size` rows,
-runs them as one batch and hands each caller its rows. Runs directly on the caller's thread: a
-request of at least `max_batch_size` rows, any request when batching is off (max_batch_size 1), and,
-with no queue delay, a request that finds the model idle and nobody queued (it would be a batch of
-one, and the thread handoff costs more than it saves).
+There is no batcher thread. A caller that finds the model idle becomes the leader: it takes whatever
+is queued (waiting at most `max_queue_delay` for more) up to `max_batch_size` rows, runs them as one
+batch on its own thread, hands the next queued caller the lead, then wakes each follower with its
+rows. A caller that finds the model busy queues and sleeps on a lock of its own until it is answered
+or handed the lead. This saves the thread handoff of a dedicated worker, and each caller is woken once.
+Runs directly, unbatched: a request of at least `max_batch_size` rows, and any request when batching
+is off (max_batch_size 1).
 """
 
-import queue
+import _thread
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,17 +21,21 @@ from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
 from service.runtime import Answers
 
-
-_WAKE = object()  # run what is collected now (drain)
-_STOP = object()  # run what is collected, then exit
+_QUEUED, _TAKEN, _LEAD = 0, 1, 2
 
 
-@dataclass
 class _Request:
-    a: np.ndarray
-    b: np.ndarray
-    enqueued: float = field(default_factory=time.perf_counter)
-    future: Future = field(default_factory=Future)
+    __slots__ = ("a", "b", "rows", "enqueued", "state", "answers", "error", "wake")
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        self.a, self.b, self.rows = a, b, len(a)
+        self.enqueued = time.perf_counter()
+        self.state = _QUEUED
+        self.answers: Answers | None = None
+        self.error: BaseException | None = None
+        # A bare lock is the cheapest thing to sleep on: released once, when answered or handed the lead.
+        self.wake = _thread.allocate_lock()
+        self.wake.acquire()
 
 
 class Batcher:
@@ -40,110 +43,140 @@ class Batcher:
                  max_batch_size: int, max_queue_delay_s: float):
         self.model = model
         self._run = run
-        self._metrics = metrics
         self._max_rows = max_batch_size
         self._delay = max_queue_delay_s
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._busy = False  # a leader is collecting or running a batch
         self._closed = False
         self._lock = threading.Lock()
-        self._busy = threading.Lock()  # held during this model's batched or idle-path session.run
-        self._worker = None
-        if max_batch_size > 1:
-            self._worker = threading.Thread(target=self._loop, name=f"batcher-{model}", daemon=True)
-            self._worker.start()
+        self._full = threading.Condition(self._lock)  # a waiting leader: the queue filled a batch, or drain
+        self._idle = threading.Condition(self._lock)  # close(): the last leader finished
+        self._inference = metrics.child(metrics.inference_duration, model)
+        self._batch_size = metrics.child(metrics.batch_size, model)
+        self._queue_duration = metrics.child(metrics.queue_duration, model)
 
     def infer(self, a: np.ndarray, b: np.ndarray, timeout: float | None = None) -> Answers:
         """Answer rows a, b (int64 [N]); raises DeadlineExceeded if not answered within `timeout` s."""
-        if self._worker is None or len(a) >= self._max_rows:
+        if self._max_rows == 1 or len(a) >= self._max_rows:
             return self._timed_run(a, b)
-        if self._delay == 0 and not self._closed and self._queue.empty() and self._busy.acquire(blocking=False):
-            # Idle model, nobody queued: a batch would be this request alone, so skip the thread handoff.
-            try:
-                self._metrics.queue_duration.labels(self.model).observe(0.0)
-                return self._timed_run(a, b)
-            finally:
-                self._busy.release()
         request = _Request(a, b)
-        with self._lock:  # nothing may be queued behind _STOP, it would never run
+        with self._lock:
             if self._closed:
                 raise Unavailable(f"model {self.model} is shutting down")
-            self._queue.put(request)
-        try:
-            return request.future.result(timeout)
-        except FutureTimeout:
-            # Not yet started: the worker will skip it. Already running: the answer is dropped.
-            request.future.cancel()
-            raise DeadlineExceeded(f"deadline exceeded after {timeout:.3f} s waiting for model {self.model}") from None
-        except CancelledError:
-            raise Unavailable(f"model {self.model} is shutting down") from None
+            if self._busy:
+                self._queue.append(request)
+                self._queued_rows += request.rows
+                if self._queued_rows >= self._max_rows:
+                    self._full.notify()
+            else:
+                self._busy = True
+                request.state = _LEAD
+        if request.state != _LEAD:
+            self._follow(request, timeout)
+            if request.state != _LEAD:
+                if request.error is not None:
+                    raise request.error
+                return request.answers
+        return self._lead(request, timeout)
 
     def drain(self) -> None:
         """Stop waiting for batches to fill: in-flight requests run at once."""
-        self._delay = 0.0
-        self._queue.put(_WAKE)
+        with self._lock:
+            self._delay = 0.0
+            self._full.notify_all()
 
-    def close(self) -> None:
-        """Run what is queued, then stop the worker; later callers get UNAVAILABLE."""
+    def close(self, timeout: float = 30.0) -> None:
+        """Later callers get UNAVAILABLE; waits (at most `timeout` s) for what is queued to run."""
         with self._lock:
             self._closed = True
-            self._queue.put(_STOP)
-        if self._worker is not None:
-            self._worker.join()
+            self._delay = 0.0
+            self._full.notify_all()
+            self._idle.wait_for(lambda: not self._busy, timeout)
+
+    def _follow(self, request: _Request, timeout: float | None) -> None:
+        if request.wake.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            return
+        with self._lock:
+            if request.state == _QUEUED:  # never collected: nobody will run it
+                self._queue.remove(request)
+                self._queued_rows -= request.rows
+                raise DeadlineExceeded(
+                    f"deadline exceeded after {timeout:.3f} s waiting for model {self.model}")
+        if request.state == _TAKEN:  # in a batch that is running: its answer is dropped
+            raise DeadlineExceeded(f"deadline exceeded after {timeout:.3f} s waiting for model {self.model}")
+        request.wake.acquire()  # handed the lead just now: the release is imminent; others depend on it
+
+    def _lead(self, request: _Request, timeout: float | None) -> Answers:
+        batch = [request]
+        rows = request.rows
+        expires = None if timeout is None else request.enqueued + timeout
+        with self._lock:
+            rows = self._take(batch, rows)
+            if self._delay > 0 and rows < self._max_rows:
+                fill_by = request.enqueued + self._delay
+                if expires is not None:
+                    fill_by = min(fill_by, expires)
+                while rows < self._max_rows and self._delay > 0:
+                    wait = fill_by - time.perf_counter()
+                    if wait <= 0:
+                        break
+                    self._full.wait(wait)
+                    rows = self._take(batch, rows)
+            if expires is not None and len(batch) == 1 and time.perf_counter() >= expires:
+                self._hand_over()
+                raise DeadlineExceeded(f"deadline exceeded after {timeout:.3f} s waiting for model {self.model}")
+        try:
+            answers = self._run_batch(batch, rows)
+        except BaseException as error:  # handed to every caller; errors.rpc logs it once per RPC
+            with self._lock:
+                self._hand_over()
+            for r in batch[1:]:
+                r.error = error
+                r.wake.release()
+            raise
+        with self._lock:
+            self._hand_over()
+        offset = request.rows
+        for r in batch[1:]:
+            r.answers = answers.rows(offset, offset + r.rows)
+            offset += r.rows
+            r.wake.release()
+        return answers if len(batch) == 1 else answers.rows(0, request.rows)
+
+    def _take(self, batch: list[_Request], rows: int) -> int:
+        """Move queued requests into `batch` while they fit; the caller holds the lock."""
+        queue = self._queue
+        while queue and rows + queue[0].rows <= self._max_rows:
+            r = queue.popleft()
+            r.state = _TAKEN
+            rows += r.rows
+            self._queued_rows -= r.rows
+            batch.append(r)
+        return rows
+
+    def _hand_over(self) -> None:
+        """The oldest queued caller leads next, woken before the followers: its batch can start sooner."""
+        if self._queue:
+            nxt = self._queue.popleft()
+            self._queued_rows -= nxt.rows
+            nxt.state = _LEAD
+            nxt.wake.release()
+        else:
+            self._busy = False
+            self._idle.notify_all()
+
+    def _run_batch(self, batch: list[_Request], rows: int) -> Answers:
+        start = time.perf_counter()
+        for r in batch:
+            self._queue_duration.observe(start - r.enqueued)
+        if len(batch) == 1:
+            return self._timed_run(batch[0].a, batch[0].b)
+        return self._timed_run(np.concatenate([r.a for r in batch]), np.concatenate([r.b for r in batch]))
 
     def _timed_run(self, a: np.ndarray, b: np.ndarray) -> Answers:
         start = time.perf_counter()
         answers = self._run(a, b)
-        self._metrics.inference_duration.labels(self.model).observe(time.perf_counter() - start)
-        self._metrics.batch_size.labels(self.model).observe(len(a))
+        self._inference.observe(time.perf_counter() - start)
+        self._batch_size.observe(len(a))
         return answers
-
-    def _loop(self) -> None:
-        carry = None  # a request that did not fit in the previous batch
-        stopping = False
-        while not stopping:
-            first = carry if carry is not None else self._queue.get()
-            carry = None
-            if first is _STOP:
-                break
-            if first is _WAKE:
-                continue
-            # Collect once the model is free (an idle-path run may hold it): the batch grows meanwhile.
-            with self._busy:
-                batch, rows = [first], len(first.a)
-                deadline = first.enqueued + self._delay
-                while rows < self._max_rows:
-                    try:
-                        wait = deadline - time.perf_counter()
-                        item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _WAKE or item is _STOP:
-                        stopping = item is _STOP
-                        break
-                    if rows + len(item.a) > self._max_rows:
-                        carry = item
-                        break
-                    batch.append(item)
-                    rows += len(item.a)
-                self._run_batch(batch)
-
-    def _run_batch(self, batch: list[_Request]) -> None:
-        # Skip callers that gave up (deadline): their rows would be wasted work.
-        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        start = time.perf_counter()
-        for r in live:
-            self._metrics.queue_duration.labels(self.model).observe(start - r.enqueued)
-        try:
-            a = live[0].a if len(live) == 1 else np.concatenate([r.a for r in live])
-            b = live[0].b if len(live) == 1 else np.concatenate([r.b for r in live])
-            answers = self._timed_run(a, b)
-        except Exception as error:  # handed to every caller; errors.rpc logs it once per RPC
-            for r in live:
-                r.future.set_exception(error)
-            return
-        offset = 0
-        for r in live:
-            r.future.set_result(answers.rows(offset, offset + len(r.a)))
-            offset += len(r.a)

@@ -16,6 +16,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
+        self._children: dict = {}
         self.request_duration = Histogram(
             "adder_request_duration_seconds", "Time to answer an RPC, by method, model and status code.",
             ["method", "model", "code"], buckets=LATENCY_BUCKETS, registry=registry)
@@ -63,11 +64,19 @@ class Metrics:
             self.parameters.labels(name, kind).set(manifest.get("parameters", {}).get(kind, 0))
 
     def count_answers(self, model: str, a: np.ndarray, b: np.ndarray, sums: np.ndarray) -> None:
-        right = int(np.count_nonzero(sums == a + b))
+        right = int(sums[0] == a[0] + b[0]) if len(sums) == 1 else int(np.count_nonzero(sums == a + b))
         if right:
-            self.answers.labels(model, "true").inc(right)
+            self.child(self.answers, model, "true").inc(right)
         if right < len(sums):
-            self.answers.labels(model, "false").inc(len(sums) - right)
+            self.child(self.answers, model, "false").inc(len(sums) - right)
+
+    def child(self, metric, *labels: str):
+        """metric.labels(*labels), looked up once: labels() takes a lock and builds a key on every call."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 class MetricsEndpoint:

@@ -34,7 +34,7 @@ class PausableModel:
 
 
 def make(model, max_batch_size=8, delay=1e-6):
-    # A (tiny) queue delay sends every request through the worker, even on an idle model.
+    # A (tiny) queue delay: the leader waits for more, so batching is exercised even when idle.
     metrics = Metrics(CollectorRegistry())
     return Batcher("m", model.run, metrics, max_batch_size, delay), metrics
 
@@ -53,7 +53,7 @@ def submit(batcher, values, results, timeout=None):
 
 def wait_queued(batcher, n):
     for _ in range(400):
-        if batcher._queue.qsize() >= n:
+        if len(batcher._queue) >= n:
             return
         time.sleep(0.005)
     raise AssertionError(f"{n} requests never queued")
@@ -139,8 +139,8 @@ def test_drain_runs_a_waiting_batch_at_once_and_close_refuses_later_requests():
     wait_queued(batcher, 1)  # queued behind the paused run
     model.release.set()
     first.join(10)
-    for _ in range(400):  # the worker took [2] and is now waiting for the batch to fill
-        if batcher._queue.qsize() == 0:
+    for _ in range(400):  # [2] was handed the lead and is now waiting for the batch to fill
+        if not batcher._queue:
             break
         time.sleep(0.005)
     assert len(model.calls) == 1 and second.is_alive()
@@ -152,18 +152,28 @@ def test_drain_runs_a_waiting_batch_at_once_and_close_refuses_later_requests():
         batcher.infer(np.array([1]), np.array([1]))
 
 
-def test_without_queue_delay_an_idle_model_runs_on_the_callers_thread_and_a_busy_one_batches():
+def test_without_queue_delay_an_idle_model_runs_at_once_and_a_busy_one_batches_on_a_callers_thread():
     model = PausableModel()
     batcher, _ = make(model, delay=0.0)
     results = {}
-    first = submit(batcher, [1], results)  # idle: runs on its own thread, paused
+    first = submit(batcher, [1], results)  # idle: it leads, runs alone on its own thread, paused
     assert model.started.wait(10)
     threads = [submit(batcher, [v], results) for v in (2, 3, 4)]
-    wait_queued(batcher, 2)  # busy: they queue behind the paused run (the worker may hold one)
+    wait_queued(batcher, 3)  # busy: they queue behind the paused run
     model.release.set()
     for t in (first, *threads):
         t.join(10)
     assert results == {1: [2], 2: [4], 3: [6], 4: [8]}
-    assert model.calls[0] == [1] and sorted(sum(model.calls[1:], [])) == [2, 3, 4]
-    assert not model.threads[0].startswith("batcher-") and set(model.threads[1:]) == {"batcher-m"}
+    assert model.calls == [[1], [2, 3, 4]]  # the next caller in line led the second batch
+    assert model.threads[1] == threads[0].name  # no batcher thread: a caller ran it
+    batcher.close()
+
+
+def test_a_caller_whose_deadline_passes_while_leading_alone_is_not_run():
+    model = PausableModel(pause_first=False)
+    batcher, _ = make(model, delay=30.0)  # a lone leader would wait 30 s for the batch to fill
+    with pytest.raises(DeadlineExceeded):
+        batcher.infer(np.array([1]), np.array([1]), 0.05)
+    assert model.calls == []
+    assert batcher.infer(np.arange(8), np.arange(8)).sums.tolist() == list(range(0, 16, 2))  # full: no wait
     batcher.close()
