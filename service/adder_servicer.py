@@ -8,7 +8,7 @@ from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 from service.metrics import Metrics
 from service.models import ModelRegistry, ServedModel
 from service.runtime import active_edges, answer_text
-from service.validation import operand_arrays
+from service.validation import operand_arrays, operand_pair
 
 
 def _model_field(request) -> str:
@@ -27,7 +27,7 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
     @rpc("Add", _model_field)
     def Add(self, request, context):
         model = self.models.get(request.model)
-        a, b = operand_arrays([request.a], [request.b], 1, single=True)
+        a, b = operand_pair(request.a, request.b)
         answers = self.models.infer(model, a, b, context.time_remaining())
         response = adder_pb2.AddResponse(sum=int(answers.sums[0]), answer=answer_text(answers.digits[0]),
                                          model=model.name, model_version=model.version)

@@ -52,7 +52,7 @@ class OnnxModel:
 
 def answer_text(digits: np.ndarray) -> str:
     """The five answer tokens of one problem as text ("00064")."""
-    return "".join(str(int(d)) for d in digits)
+    return "".join(map(str, digits.tolist()))
 
 
 def circuit_edges(circuit: dict) -> list[Edge]:

@@ -8,11 +8,18 @@ from service.errors import InvalidArgument, ResourceExhausted
 RANGE = f"an integer in {OPERAND_MIN}..{OPERAND_MAX}"
 
 
-def operand_arrays(a, b, max_rows: int, names: tuple[str, str] = ("a", "b"),
-                   single: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def operand_pair(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """int64 [1] arrays for one problem (Add), or InvalidArgument; plain int checks, no numpy reductions."""
+    for name, value in (("a", a), ("b", b)):
+        if not OPERAND_MIN <= value <= OPERAND_MAX:
+            raise InvalidArgument(f"{name}={value} is out of range: must be {RANGE}")
+    return np.array((a,), dtype=np.int64), np.array((b,), dtype=np.int64)
+
+
+def operand_arrays(a, b, max_rows: int, names: tuple[str, str] = ("a", "b")) -> tuple[np.ndarray, np.ndarray]:
     """int64 [N] arrays from two equal-length sequences of operands, or InvalidArgument/ResourceExhausted.
 
-    `single` names values without an index (`a=120`), as in Add; batches name the element (`a[3]=120`).
+    An element out of range is named with its index (`a[3]=120`).
     """
     a = np.asarray(a, dtype=np.int64).ravel()
     b = np.asarray(b, dtype=np.int64).ravel()
@@ -26,7 +33,7 @@ def operand_arrays(a, b, max_rows: int, names: tuple[str, str] = ("a", "b"),
         bad = np.flatnonzero((values < OPERAND_MIN) | (values > OPERAND_MAX))
         if len(bad):
             i = int(bad[0])
-            where = name if single else f"{name}[{i}]"
+            where = f"{name}[{i}]"
             more = f" ({len(bad) - 1} more out of range)" if len(bad) > 1 else ""
             raise InvalidArgument(f"{where}={int(values[i])} is out of range: must be {RANGE}{more}")
     return a, b
