@@ -1,7 +1,8 @@
 """Dynamic batching: coalesce concurrent requests for one model into one session.run (leader/follower).
 
 There is no batcher thread. A caller that finds the model idle becomes the leader: it takes whatever
-is queued (waiting at most `max_queue_delay` for more) up to `max_batch_size` rows, runs them as one
+is queued (waiting for more until `max_queue_delay` after it arrived, see `adaptive`) up to
+`max_batch_size` rows, runs them as one
 batch on its own thread, hands the next queued caller the lead, then wakes each follower with its
 rows. A caller that finds the model busy queues and sleeps on a lock of its own until it is answered
 or handed the lead. This saves the thread handoff of a dedicated worker, and each caller is woken once.
@@ -40,7 +41,9 @@ class _Request:
 
 class Batcher:
     def __init__(self, model: str, run: Callable[[np.ndarray, np.ndarray], Answers], metrics: Metrics,
-                 max_batch_size: int, max_queue_delay_s: float):
+                 max_batch_size: int, max_queue_delay_s: float, adaptive: bool = False):
+        """`adaptive`: wait for a batch to fill only when the previous batch had several callers, so a
+        lone caller (sequential traffic) never pays the delay; otherwise always wait (Triton's rule)."""
         self.model = model
         self._run = run
         self._max_rows = max_batch_size
@@ -48,6 +51,8 @@ class Batcher:
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
         self._busy = False  # a leader is collecting or running a batch
+        self._adaptive = adaptive
+        self._last_callers = 0  # callers in the previous batch
         self._closed = False
         self._lock = threading.Lock()
         self._full = threading.Condition(self._lock)  # a waiting leader: the queue filled a batch, or drain
@@ -113,7 +118,7 @@ class Batcher:
         expires = None if timeout is None else request.enqueued + timeout
         with self._lock:
             rows = self._take(batch, rows)
-            if self._delay > 0 and rows < self._max_rows:
+            if self._delay > 0 and rows < self._max_rows and (not self._adaptive or self._last_callers > 1):
                 fill_by = request.enqueued + self._delay
                 if expires is not None:
                     fill_by = min(fill_by, expires)
@@ -123,6 +128,7 @@ class Batcher:
                         break
                     self._full.wait(wait)
                     rows = self._take(batch, rows)
+            self._last_callers = len(batch)
             if expires is not None and len(batch) == 1 and time.perf_counter() >= expires:
                 self._hand_over()
                 raise DeadlineExceeded(f"deadline exceeded after {timeout:.3f} s waiting for model {self.model}")

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+QUEUE_DELAY_POLICIES = ("adaptive", "always")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -14,7 +16,10 @@ class Config:
     grpc_port: int = 8001  # Triton's gRPC port; 0 picks a free one
     metrics_port: int = 8002  # Triton's metrics port; 0 picks a free one, -1 disables
     max_batch_size: int = 64  # rows per session.run when coalescing; 1 turns dynamic batching off
-    max_queue_delay_us: int = 0  # extra wait for a batch to fill; 0 = take what is already queued
+    # Extra wait for a batch to fill (0 = take what is queued). Measured on 2 cores, 16 clients: 1 ms
+    # doubled rows per run and raised throughput; "adaptive" keeps it off sequential requests.
+    max_queue_delay_us: int = 1000
+    queue_delay_policy: str = "adaptive"  # adaptive: wait only under concurrent traffic; always: Triton's rule
     intra_op_threads: int = 1  # ORT threads per session.run: 1 is fastest at small batches
     grace_seconds: float = 10.0  # SIGTERM: time allowed to finish in-flight requests
     max_request_batch: int = 10_000  # rows per AddBatch/ModelInfer call (the whole domain)
@@ -30,6 +35,8 @@ _OPTIONS = {
     "metrics_port": ("ADDER_METRICS_PORT", int, "Prometheus metrics HTTP port (0: any, -1: off)"),
     "max_batch_size": ("ADDER_MAX_BATCH_SIZE", int, "max rows coalesced into one session.run (1: no batching)"),
     "max_queue_delay_us": ("ADDER_MAX_QUEUE_DELAY_US", int, "max microseconds a request waits for a batch to fill"),
+    "queue_delay_policy": ("ADDER_QUEUE_DELAY_POLICY", str,
+                           "adaptive (wait only while the previous batch had several requests) or always"),
     "intra_op_threads": ("ADDER_INTRA_OP_THREADS", int, "onnxruntime intra-op threads per session"),
     "grace_seconds": ("ADDER_GRACE_SECONDS", float, "seconds to finish in-flight requests on SIGTERM"),
     "max_request_batch": ("ADDER_MAX_REQUEST_BATCH", int, "max rows in one AddBatch or ModelInfer request"),
@@ -70,6 +77,9 @@ def _checked(config: Config) -> Config:
                           ("grpc_port", 0), ("metrics_port", -1))
         if getattr(config, name) < low
     ]
+    if config.queue_delay_policy not in QUEUE_DELAY_POLICIES:
+        problems.append(f"queue_delay_policy must be one of {', '.join(QUEUE_DELAY_POLICIES)}, "
+                        f"got {config.queue_delay_policy!r}")
     if problems:
         raise SystemExit("invalid configuration: " + "; ".join(problems))
     return config

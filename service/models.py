@@ -129,7 +129,8 @@ class ModelRegistry:
             self._on_change(model.name, False)
             return
         model.batcher = Batcher(model.name, model.runtime.run, self._metrics, self._config.max_batch_size,
-                                self._config.max_queue_delay_us / 1e6)
+                                self._config.max_queue_delay_us / 1e6,
+                                adaptive=self._config.queue_delay_policy == "adaptive")
         model.state = READY
         self._metrics.model_ready.labels(model.name).set(1)
         manifest, circuit = model.files.manifest, model.files.circuit

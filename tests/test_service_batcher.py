@@ -33,10 +33,10 @@ class PausableModel:
         return Answers(a + b, expected_digits(a + b), None)
 
 
-def make(model, max_batch_size=8, delay=1e-6):
+def make(model, max_batch_size=8, delay=1e-6, adaptive=False):
     # A (tiny) queue delay: the leader waits for more, so batching is exercised even when idle.
     metrics = Metrics(CollectorRegistry())
-    return Batcher("m", model.run, metrics, max_batch_size, delay), metrics
+    return Batcher("m", model.run, metrics, max_batch_size, delay, adaptive), metrics
 
 
 def submit(batcher, values, results, timeout=None):
@@ -176,4 +176,26 @@ def test_a_caller_whose_deadline_passes_while_leading_alone_is_not_run():
         batcher.infer(np.array([1]), np.array([1]), 0.05)
     assert model.calls == []
     assert batcher.infer(np.arange(8), np.arange(8)).sums.tolist() == list(range(0, 16, 2))  # full: no wait
+    batcher.close()
+
+
+def test_adaptive_delay_spares_a_lone_caller_and_waits_after_a_batch_of_several():
+    model = PausableModel()
+    batcher, _ = make(model, delay=0.3, adaptive=True)
+    started = time.perf_counter()
+    results = {}
+    first = submit(batcher, [1], results)  # lone: runs at once, no 0.3 s wait
+    assert model.started.wait(10) and time.perf_counter() - started < 0.25
+    threads = [submit(batcher, [v], results) for v in (2, 3)]
+    wait_queued(batcher, 2)
+    model.release.set()  # [2, 3] run as a batch of two callers: traffic is concurrent now
+    for t in (first, *threads):
+        t.join(10)
+    assert model.calls == [[1], [2, 3]]
+    started = time.perf_counter()
+    assert batcher.infer(np.array([4]), np.array([4])).sums.tolist() == [8]  # waited for company
+    assert time.perf_counter() - started >= 0.25
+    started = time.perf_counter()
+    assert batcher.infer(np.array([5]), np.array([5])).sums.tolist() == [10]  # alone again: no wait
+    assert time.perf_counter() - started < 0.25
     batcher.close()

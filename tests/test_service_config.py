@@ -29,6 +29,7 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     ([], {"ADDER_GRPC_PORT": "eight"}, "ADDER_GRPC_PORT='eight' is not a valid int"),
     (["--max-batch-size", "0"], {}, "max_batch_size must be >= 1, got 0"),
     ([], {"ADDER_INTRA_OP_THREADS": "0"}, "intra_op_threads must be >= 1, got 0"),
+    (["--queue-delay-policy", "never"], {}, "queue_delay_policy must be one of adaptive, always, got 'never'"),
 ])
 def test_invalid_values_stop_start_up_with_a_clear_message(argv, environ, message):
     with pytest.raises(SystemExit, match=message):

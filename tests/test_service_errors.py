@@ -87,8 +87,8 @@ def test_unimplemented_rpc(stubs):
 
 
 def test_deadline_exceeded_while_waiting_for_a_batch(fixture_repository):
-    # A long queue delay holds a lone request in the batcher past the client's deadline.
-    with running_server(fixture_repository, max_queue_delay_us=30_000_000) as slow, connect(slow.port) as client:
+    # A long queue delay, always applied, holds a lone request in the batcher past the client's deadline.
+    with running_server(fixture_repository, max_queue_delay_us=30_000_000, queue_delay_policy="always") as slow, connect(slow.port) as client:
         error = call_error(client.adder.Add, adder_pb2.AddRequest(a=1, b=2), timeout=0.2)
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         sample = ("adder_request_duration_seconds_count",

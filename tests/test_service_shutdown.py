@@ -44,7 +44,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository):
     env = {**os.environ, "ADDER_MODEL_REPOSITORY": str(fixture_repository), "ADDER_HOST": "127.0.0.1",
            "ADDER_GRPC_PORT": "0", "ADDER_METRICS_PORT": "0", "ADDER_GRACE_SECONDS": "30",
            # Requests wait up to 60 s for a batch to fill: they are certainly in flight at SIGTERM.
-           "ADDER_MAX_QUEUE_DELAY_US": "60000000"}
+           "ADDER_MAX_QUEUE_DELAY_US": "60000000", "ADDER_QUEUE_DELAY_POLICY": "always"}
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
                                text=True)
     lines: queue.Queue = queue.Queue()
