@@ -15,7 +15,9 @@ from export.figure import draw_figure
 from export.repository import write_build
 from export.sparsify import sparsify
 from export.task import PREDICT_FROM, N_POSITIONS, make_domain
-from export.train import train_base
+from export.train import train_or_reuse_base
+
+BASE_CACHE_FILE = ".base-cache.pt"  # the trained base model, reused by a re-export with the same settings
 from export.verify import session, verify_build
 
 
@@ -57,7 +59,7 @@ def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=p
     report = ExportReport()
     clock = Stopwatch(report)
     domain = make_domain(cfg.seed, cfg.test_fraction)
-    base = train_base(cfg, domain, progress)
+    base = train_or_reuse_base(cfg, domain, repository / BASE_CACHE_FILE, progress)
     log(f"base: {base.steps} steps, exact train {base.train_accuracy:.4f} test {base.test_accuracy:.4f}, CE {base.final_ce:.2e}")
     clock.lap("train base")
     sparse = sparsify(cfg, domain, base.model, base.final_ce, progress)
@@ -73,7 +75,8 @@ def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=p
     clock.lap("compile")
     training = {"base_steps": base.steps, "base_final_ce": base.final_ce, "sparse_steps": sparse.steps,
                 "sparse_best_step": sparse.best_step, "tau": sparse.tau,
-                "seconds": {"base": round(base.seconds, 1), "sparsify": round(sparse.seconds, 1)}}
+                "seconds": {"base": round(base.seconds, 1), "sparsify": round(sparse.seconds, 1)},
+                "sparsify_history": sparse.history}
     for name, m, gated in builds:
         data = compiled[name].proto.SerializeToString()
         v = verify_build(name, data, m, circuits[name], domain, gated)

@@ -1,8 +1,8 @@
 """Train the dense base model until it answers all 10,000 problems exactly, then anneal and stop."""
 
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -65,3 +65,28 @@ def train_base(cfg: ExportConfig, domain: Domain, progress: bool = True) -> Base
         train_accuracy=exact[domain.train].float().mean().item(),
         test_accuracy=exact[domain.test].float().mean().item(),
     )
+
+
+def base_cache_key(cfg: ExportConfig) -> dict:
+    """What determines the base model: a cached one is reused only when all of it matches."""
+    return {"seed": cfg.seed, "test_fraction": cfg.test_fraction, "threads": cfg.threads,
+            "model": asdict(cfg.model), "base": asdict(cfg.base)}
+
+
+def train_or_reuse_base(cfg: ExportConfig, domain: Domain, cache: Path, progress: bool = True) -> BaseResult:
+    """Train the base model, or reload it from `cache` if that was trained with the same settings.
+
+    Iterating on the sparse phase then skips minutes of identical (seeded) base training.
+    """
+    key = base_cache_key(cfg)
+    if cache.exists():
+        blob = torch.load(cache, map_location="cpu", weights_only=False)
+        if blob["key"] == key:
+            model = AdderTransformer(cfg.model)
+            model.load_state_dict(blob["state_dict"])
+            return BaseResult(model=model.eval(), **blob["result"])
+    result = train_base(cfg, domain, progress)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    stats = {f.name: getattr(result, f.name) for f in fields(result) if f.name != "model"}
+    torch.save({"key": key, "state_dict": result.model.state_dict(), "result": stats}, cache)
+    return result
