@@ -28,13 +28,15 @@ class SparsifyConfig:
     neuron_gates: bool = True  # gate MLP neurons too: the MLP holds most of the compute
     batch_size: int = 256
     lr: float = 5e-3  # 1e-3 needed ~15 minutes to reach ~1.5%; 1e-2 was unstable
-    max_steps: int = 4000
+    max_steps: int = 3000
+    lr_floor: float = 0.1  # cosine decay of both learning rates to this fraction over max_steps
     tau_margin: float = 0.05  # tau = base CE + margin; hard-gate exactness held at noisy CE up to ~0.05
-    geco_rate: float = 0.01  # eta in lambda <- lambda * exp(eta * C_hat)
-    geco_ema: float = 0.99  # EMA constant for C_hat
-    lambda_init: float = 0.2  # small: the density crashes in ~300 steps, then lambda restores the task
+    geco_rate: float = 0.01  # eta: lambda moves at most a factor e per 1/eta = 100 steps
+    geco_relative: bool = True  # rate from clip(C_hat / tau, -1, 1) rather than raw C_hat (see geco_update)
+    geco_ema: float = 0.9  # EMA constant for C_hat: 0.99 lagged ~100 steps and lambda oscillated
+    lambda_init: float = 0.5
     lambda_min: float = 0.01
-    lambda_max: float = 1.5  # a cap keeps density pressure on; 100 let lambda sit at 5-10 for minutes
+    lambda_max: float = 10.0  # 1e4 pinned lambda for minutes in the calibration; too low a cap cannot restore a crash
     neuron_weight: float = 1.0  # weight of the neuron density next to the edge density
     neuron_start: int = 800  # attention first: neurons compete for the same loss budget
     neuron_gate_lr: float = 1e-2  # Adam moves a logit ~lr per step: 1e-3 would need ~3000 steps to close one

@@ -32,10 +32,17 @@ class SparseResult:
     history: list[dict] = field(default_factory=list)
 
 
-def geco_update(lam: float, c_hat: float | None, c: float, sc: SparsifyConfig) -> tuple[float, float]:
-    """One GECO step: EMA the constraint C = CE - tau, then lambda <- clamp(lambda * exp(eta * C_hat))."""
+def geco_update(lam: float, c_hat: float | None, c: float, tau: float, sc: SparsifyConfig) -> tuple[float, float]:
+    """One GECO step: C_hat = EMA(CE - tau), lambda <- clamp(lambda * exp(eta * r)).
+
+    r = clip(C_hat / tau, -1, 1) when `geco_relative` (the default), else r = C_hat. The relative
+    form is scale-free and symmetric: lambda moves at most a factor e per 1/eta steps either way,
+    so a noisy spike (CE 10x tau) cannot pin it at its cap, and a slack constraint (CE << tau)
+    hands the pressure back to the density as fast as a violated one takes it.
+    """
     c_hat = c if c_hat is None else sc.geco_ema * c_hat + (1 - sc.geco_ema) * c
-    return min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * c_hat))), c_hat
+    rate = max(-1.0, min(1.0, c_hat / tau)) if sc.geco_relative else c_hat
+    return min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * rate))), c_hat
 
 
 def selection_score(edge_density: float, neurons: list[int], d_mlp: int, sc: SparsifyConfig) -> float:
@@ -75,6 +82,10 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
     bar = tqdm(range(sc.max_steps), desc="sparsify", disable=not progress, leave=False)
     for step in bar:
         neuron_mode = "sample" if sc.neuron_gates and step >= sc.neuron_start else "hard"
+        # cosine decay to lr_floor: late, quieter steps let the gates settle into exact checkpoints
+        decay = sc.lr_floor + (1 - sc.lr_floor) * 0.5 * (1 + math.cos(math.pi * step / sc.max_steps))
+        for group, base_lr in zip(opt.param_groups, (sc.lr, sc.neuron_gate_lr)):
+            group["lr"] = base_lr * decay
         batch = train_tokens[torch.randint(len(train_tokens), (sc.batch_size,), generator=gen)]
         model.train()
         logits, attn_d, neuron_d = answer_logits(model, batch, "sample", neuron_mode)
@@ -84,7 +95,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        lam, c_hat = geco_update(lam, c_hat, ce.item() - tau, sc)
+        lam, c_hat = geco_update(lam, c_hat, ce.item() - tau, tau, sc)
         if (step + 1) % sc.eval_every:
             continue
         model.eval()

@@ -56,20 +56,30 @@ def test_hard_gate_keeps_exactly_the_positive_logits_under_the_causal_mask():
 
 
 def test_geco_multiplier_rises_above_tau_falls_below_and_stays_clamped():
-    sc = SparsifyConfig(geco_rate=0.5, geco_ema=0.0, lambda_min=0.01, lambda_max=100.0)
-    lam, c_hat = geco_update(1.0, None, 0.2, sc)
-    assert lam > 1.0
-    lam_down, _ = geco_update(1.0, None, -0.05, sc)
-    assert lam_down < 1.0
-    for _ in range(1000):
-        lam, c_hat = geco_update(lam, c_hat, 5.0, sc)
-    assert lam == 100.0
-    for _ in range(1000):
-        lam, c_hat = geco_update(lam, c_hat, -0.1, sc)
-    assert lam == 0.01
+    for relative in (True, False):
+        sc = SparsifyConfig(geco_rate=0.5, geco_ema=0.0, lambda_min=0.01, lambda_max=100.0, geco_relative=relative)
+        lam, c_hat = geco_update(1.0, None, 0.2, 0.1, sc)
+        assert lam > 1.0
+        lam_down, _ = geco_update(1.0, None, -0.05, 0.1, sc)
+        assert lam_down < 1.0
+        for _ in range(1000):
+            lam, c_hat = geco_update(lam, c_hat, 5.0, 0.1, sc)
+        assert lam == 100.0
+        for _ in range(1000):
+            lam, c_hat = geco_update(lam, c_hat, -0.1, 0.1, sc)
+        assert lam == 0.01
+
+
+def test_relative_geco_rate_is_scale_free_and_clipped():
+    sc = SparsifyConfig(geco_rate=0.1, geco_ema=0.0, geco_relative=True)
+    half, _ = geco_update(1.0, None, 0.05, 0.1, sc)  # C / tau = 0.5
+    spike, _ = geco_update(1.0, None, 50.0, 0.1, sc)  # clipped to 1: one spike cannot pin lambda
+    slack, _ = geco_update(1.0, None, -0.1, 0.1, sc)  # CE = 0: the fastest release
+    assert abs(half - math.exp(0.05)) < 1e-12
+    assert abs(spike - math.exp(0.1)) < 1e-12 and abs(slack - math.exp(-0.1)) < 1e-12
 
 
 def test_geco_ema_smooths_the_constraint():
     sc = SparsifyConfig(geco_ema=0.9)
-    _, c_hat = geco_update(1.0, 0.0, 1.0, sc)
+    _, c_hat = geco_update(1.0, 0.0, 1.0, 0.1, sc)
     assert abs(c_hat - 0.1) < 1e-12
