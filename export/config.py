@@ -25,12 +25,17 @@ class BaseTrainConfig:
 
 @dataclass(frozen=True)
 class SparsifyConfig:
-    neuron_gates: bool = True  # gate MLP neurons too: the MLP holds most of the compute
+    # Trained neuron gates competed with the edges for one loss budget: every run here that opened
+    # them mid-phase crashed to <50% exact. Neurons are closed afterwards instead, proven exact (prune.py).
+    neuron_gates: bool = False
+    prune_neurons: bool = True  # close MLP neurons after training while exact on all 10,000 problems
     batch_size: int = 256
     lr: float = 5e-3  # 1e-3 needed ~15 minutes to reach ~1.5%; 1e-2 was unstable
     max_steps: int = 3000
     lr_floor: float = 0.1  # cosine decay of both learning rates to this fraction over max_steps
-    tau_margin: float = 0.05  # tau = base CE + margin; hard-gate exactness held at noisy CE up to ~0.05
+    tau_margin: float = 0.05  # tau = base CE + margin while the density falls (at 0.05 it fell to ~1.3%)
+    tau_final_margin: float = 0.005  # ...tightened to this: at CE ~0.05 only ~92% were exact
+    tighten_from: float = 0.5  # fraction of max_steps after which tau tightens linearly
     geco_rate: float = 0.01  # eta: lambda moves at most a factor e per 1/eta = 100 steps
     geco_relative: bool = True  # rate from clip(C_hat / tau, -1, 1) rather than raw C_hat (see geco_update)
     geco_ema: float = 0.9  # EMA constant for C_hat: 0.99 lagged ~100 steps and lambda oscillated

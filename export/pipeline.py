@@ -13,6 +13,7 @@ from export.compile import compile_model
 from export.config import ExportConfig
 from export.figure import draw_figure
 from export.repository import write_build
+from export.prune import prune_neurons
 from export.sparsify import sparsify
 from export.task import PREDICT_FROM, N_POSITIONS, make_domain
 from export.train import train_or_reuse_base
@@ -63,6 +64,8 @@ def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=p
     log(f"base: {base.steps} steps, exact train {base.train_accuracy:.4f} test {base.test_accuracy:.4f}, CE {base.final_ce:.2e}")
     clock.lap("train base")
     sparse = sparsify(cfg, domain, base.model, base.final_ce, progress)
+    if cfg.sparsify.prune_neurons:
+        sparse.neurons_kept = prune_neurons(sparse.model, domain.tokens)
     log(f"sparse: best step {sparse.best_step} of {sparse.steps}, edge density {sparse.edge_density:.4%}, "
         f"neurons {sparse.neurons_kept}")
     clock.lap("sparsify")

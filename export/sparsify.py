@@ -45,6 +45,16 @@ def geco_update(lam: float, c_hat: float | None, c: float, tau: float, sc: Spars
     return min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * rate))), c_hat
 
 
+def tau_margin(step: int, sc: SparsifyConfig) -> float:
+    """The constraint's slack: loose while the density falls, then tightened linearly to
+    tau_final_margin over the last steps, so the edges that survive must carry an exact answer."""
+    start = sc.tighten_from * sc.max_steps
+    if step <= start:
+        return sc.tau_margin
+    frac = min(1.0, (step - start) / (sc.max_steps - start))
+    return sc.tau_margin + frac * (sc.tau_final_margin - sc.tau_margin)
+
+
 def selection_score(edge_density: float, neurons: list[int], d_mlp: int, sc: SparsifyConfig) -> float:
     """Lower is better. Meeting the edge-density target comes first; then neurons (most of the
     compute) and edges count by their fraction kept."""
@@ -90,6 +100,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         model.train()
         logits, attn_d, neuron_d = answer_logits(model, batch, "sample", neuron_mode)
         ce = answer_loss(logits, batch)
+        tau = base_ce + tau_margin(step, sc)
         density = attn_d + (sc.neuron_weight * neuron_d if neuron_d is not None else 0.0)
         loss = density + lam * (ce - tau)
         opt.zero_grad(set_to_none=True)
@@ -102,7 +113,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         exact = exact_mask(model, tokens, gated=True).float().mean().item()
         edge_density, neurons = hard_sparsity(model, tokens)
         score = selection_score(edge_density, neurons, d_mlp, sc)
-        history.append({"step": step + 1, "ce": ce.item(), "lambda": lam, "exact": exact,
+        history.append({"step": step + 1, "ce": ce.item(), "tau": tau, "lambda": lam, "exact": exact,
                         "edge_density": edge_density, "neurons": neurons})
         if on_eval:
             on_eval(history[-1])

@@ -82,3 +82,15 @@ def test_onnx_decode_equals_torch_greedy_decode_on_all_10000_problems():
             gates = hard_gates(model, domain.a, domain.b)
             edges = torch.stack([gates[:, e.layer, e.head, e.query, e.key] for e in circuit.edges], 1)
             np.testing.assert_array_equal(out[2], edges.numpy())
+
+
+def test_neuron_pruning_keeps_every_answer_and_edge_budget():
+    from export.prune import prune_neurons
+    _, domain, model = hand_made_sparse(kept_neurons=32)
+    before = greedy_digits(model, domain.tokens, True)
+    edges_before = int(hard_gates(model, domain.a, domain.b).sum())
+    kept = prune_neurons(model, domain.tokens)
+    assert kept == [int(b.mlp.neuron_mask().sum()) for b in model.blocks]
+    assert sum(kept) < 32 * len(kept)  # something was provably unnecessary
+    assert torch.equal(greedy_digits(model, domain.tokens, True), before)
+    assert int(hard_gates(model, domain.a, domain.b).sum()) <= edges_before

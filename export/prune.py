@@ -1,0 +1,65 @@
+"""Close MLP neurons the sparse model does not need, proving every cut on the whole domain.
+
+Neuron gates are input-independent, so closing one is the same structural change a trained gate
+makes. This pass closes every neuron it can while all 10,000 answers stay exactly what they were
+and the attention edges do not grow: a binary search per layer over the neurons ordered by how
+much they contribute (mean |activation| x |output weights|).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from export.model import AdderTransformer
+from export.evaluate import greedy_digits
+from export.task import ANSWER_START, PREDICT_FROM
+
+
+@torch.no_grad()
+def neuron_importance(model: AdderTransformer, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+    """(d_mlp,) mean |GELU output| x |proj column| over the domain; closed neurons get +inf."""
+    captured = {}
+    block = model.blocks[layer]
+    hook = block.ln_2.register_forward_hook(lambda m, i, o: captured.setdefault("h", o))
+    model(tokens[:, :-1], "hard", "hard")
+    hook.remove()
+    act = F.gelu(block.mlp.fc(captured["h"])).abs().mean(dim=(0, 1))
+    score = act * block.mlp.proj.weight.norm(dim=0)
+    return torch.where(block.mlp.neuron_mask(), score, torch.full_like(score, float("inf")))
+
+
+@torch.no_grad()
+def _same_answers_and_edges(model: AdderTransformer, tokens: torch.Tensor) -> tuple[bool, int]:
+    """One hard-gate pass over the model's own greedy sequences: are all answers unchanged (teacher
+    forcing on them equals greedy decoding exactly when they are), and the total active edges."""
+    logits, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
+    right = (logits[:, PREDICT_FROM:].argmax(-1) == tokens[:, ANSWER_START:]).all()
+    return bool(right), int(sum(g.sum() for g in gates))
+
+
+@torch.no_grad()
+def prune_neurons(model: AdderTransformer, tokens: torch.Tensor) -> list[int]:
+    """Close neurons in place while every answer is unchanged and no denser; return neurons kept per layer."""
+    tokens = torch.cat([tokens[:, :ANSWER_START], greedy_digits(model, tokens, gated=True)], dim=1)
+    max_edges = _same_answers_and_edges(model, tokens)[1]
+
+    def still_good() -> bool:
+        exact, edges = _same_answers_and_edges(model, tokens)
+        return exact and edges <= max_edges
+
+    for layer, block in enumerate(model.blocks):
+        logits = block.mlp.neuron_logits
+        order = neuron_importance(model, tokens, layer).argsort()
+        kept = int(block.mlp.neuron_mask().sum())
+        saved = logits.clone()
+        lo, hi = 0, kept  # largest k such that closing the k least important keeps the model good
+        while lo < hi:
+            k = (lo + hi + 1) // 2
+            logits.copy_(saved)
+            logits[order[:k]] = -1.0
+            if still_good():
+                lo = k
+            else:
+                hi = k - 1
+        logits.copy_(saved)
+        logits[order[:lo]] = -1.0
+    return [int(b.mlp.neuron_mask().sum()) for b in model.blocks]
