@@ -50,7 +50,7 @@ def test_json_holds_both_builds_in_process_and_end_to_end(bench_run):
             for model in ("floor", DENSE_MODEL, SPARSE_MODEL):
                 row = rows[(server, "Check" if model == "floor" else "Add", model, concurrency)]
                 assert row["calls"] >= 1 and row["errors"] == 0 and row["wrong_answers"] == 0
-                assert row["latency"]["p50"] > 0 and row["calls_per_second"] > 0
+                assert row["latency"]["p50"] and row["calls_per_second"]  # something was measured
     for model in (DENSE_MODEL, SPARSE_MODEL):
         row = rows[("batching", "AddBatch", model, 1)]
         assert row["rows_per_call"] == 16 and row["calls"] >= 1 and row["wrong_answers"] == 0
