@@ -9,6 +9,7 @@ from pathlib import Path
 from contract import DENSE_MODEL, SPARSE_MODEL
 from export.config import ExportConfig, tiny_config
 from export.pipeline import run_export
+from export.sparsify import SparsificationError
 from export.verify import VerificationError
 
 
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     cfg = load_config(args)
     try:
         report = run_export(cfg, args.repository, progress=not args.quiet)
-    except VerificationError as err:
+    except (SparsificationError, VerificationError) as err:
         print(f"export failed verification: {err}", file=sys.stderr)
         return 1
     print(summary(report))
