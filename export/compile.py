@@ -181,7 +181,10 @@ class _Decoder:
     # ---- positions computed layer by layer --------------------------------------------------
     def computed(self, positions: list[int]) -> None:
         emb = _np(self.m.tok_emb.weight)[None] + _np(self.m.pos_emb.weight)[:, None]  # (T, V, d)
-        x = self.g.op("Gather", [self.weight("embedding", emb.reshape(self.T * self.V, -1)),
+        if "embedding" not in self._weights:  # counted as the two embeddings it folds, not T*V rows
+            self.kept += self.m.tok_emb.weight.numel() + self.m.pos_emb.weight.numel()
+            self.table_elements -= emb.size
+        x = self.g.op("Gather", [self.weight("embedding", emb.reshape(self.T * self.V, -1), table=True),
                                  self.table_index(positions)], axis=0)  # (N, n, d)
         xpos = list(positions)
         for l in range(self.L):
