@@ -93,7 +93,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
     d_mlp = cfg.model.d_mlp
     best, best_score, best_step, stale, history = None, math.inf, -1, 0, []
     start = time.perf_counter()
-    bar = tqdm(range(sc.max_steps), desc="sparsify", disable=not progress, leave=False)
+    bar = tqdm(range(sc.max_steps), desc="sparsify", disable=None if progress else True, leave=False)
     for step in bar:
         neuron_mode = "sample" if sc.neuron_gates and step >= sc.neuron_start else "hard"
         # cosine decay to lr_floor: late, quieter steps let the gates settle into exact checkpoints

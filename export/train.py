@@ -33,7 +33,7 @@ def train_base(cfg: ExportConfig, domain: Domain, progress: bool = True) -> Base
     train_tokens = tokens[domain.train]
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     start, decay_from = time.perf_counter(), None
-    bar = tqdm(range(tc.max_steps), desc="base", disable=not progress, leave=False)
+    bar = tqdm(range(tc.max_steps), desc="base", disable=None if progress else True, leave=False)
     for step in bar:
         lr = tc.lr * min(1.0, (step + 1) / tc.warmup_steps)
         if decay_from is not None:
