@@ -33,9 +33,10 @@ COPY model_repository/ /models/
 # checkov:skip=CKV_DOCKER_7: FROM names a build stage picked by MODEL_SOURCE, not an image to tag
 # hadolint ignore=DL3006
 FROM models-${MODEL_SOURCE} AS models
-# The torch checkpoints (model.pt) are for export-side tests only; the server reads the ONNX
-# builds, manifests and circuits. No write bit anywhere: the files are the verified build.
-RUN find /models -name model.pt -delete \
+# The torch checkpoints (model.pt, the export's .base-cache.pt) are for export-side tests and
+# re-exports only; the server reads the ONNX builds, manifests and circuits. No write bit anywhere:
+# the files are the verified build.
+RUN find /models \( -name model.pt -o -name .base-cache.pt \) -delete \
  && chmod -R a-w,a+rX /models
 
 # ---- runtime-deps: the service's dependencies in a venv, copied whole into the runtime -------

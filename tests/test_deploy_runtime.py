@@ -78,7 +78,7 @@ def install_runtime(tmp_path: Path) -> Path:
 def image_repository(tmp_path: Path) -> Path:
     """The image's /models: the repository without the torch checkpoints the models stage drops."""
     models = tmp_path / "models"
-    shutil.copytree(REPOSITORY, models, ignore=shutil.ignore_patterns("model.pt"))
+    shutil.copytree(REPOSITORY, models, ignore=shutil.ignore_patterns("model.pt", ".base-cache.pt"))
     return models
 
 
