@@ -49,11 +49,9 @@ def liveness(circuit: Circuit, n_layers: int, n_positions: int) -> Liveness:
     heads = [circuit.live_heads(l) for l in range(n_layers)]
     rows = [circuit.live_rows(l) for l in range(n_layers)]
     key_limit = [max(r, default=-1) for r in rows]
-    predicting = set(range(PREDICT_FROM, n_positions))
-    need_after = []
-    for l in range(n_layers):
-        later = max(key_limit[l + 1:], default=-1)
-        need_after.append(predicting | set(range(later + 1)))
+    # what layer l + 1 reads is the circuit's backward liveness; after the last layer, the predictions
+    live_inputs = [{p for layer, p in circuit.live_positions if layer == l} for l in range(n_layers)]
+    need_after = live_inputs[1:] + [set(range(PREDICT_FROM, n_positions))]
     self_only = {p for p in range(n_positions) if p == 0 or not any(p in r for r in rows)}
     return Liveness(heads, rows, key_limit, need_after, self_only)
 

@@ -90,7 +90,7 @@ def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=p
         report.manifests[name] = write_build(repository, m, gated, circuits[name], compiled[name], extra)
     clock.lap("verify + write")
     a, b = cfg.figure_problem
-    draw_figure(repository / FIGURE_FILE, a, b, active_edges_dense(circuits[DENSE_MODEL]),
+    draw_figure(repository / FIGURE_FILE, a, b, sorted(circuits[DENSE_MODEL].edge_set()),
                 active_edges(sparse.model, a, b), cfg.model.n_layers)
     clock.lap("figure")
     for name in (DENSE_MODEL, SPARSE_MODEL):
@@ -100,6 +100,3 @@ def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=p
     clock.lap("latency")
     return report
 
-
-def active_edges_dense(circuit) -> list[tuple[int, int, int, int]]:
-    return [(e.layer, e.head, e.query, e.key) for e in circuit.edges]
