@@ -45,6 +45,10 @@ class SparsifyConfig:
     neuron_weight: float = 1.0  # weight of the neuron density next to the edge density
     neuron_start: int = 800  # attention first: neurons compete for the same loss budget
     neuron_gate_lr: float = 1e-2  # Adam moves a logit ~lr per step: 1e-3 would need ~3000 steps to close one
+    # then train the deterministic inference gates (straight-through sigmoid) at the floor lr and final tau
+    polish_steps: int = 0
+    polish_mine: int = 64  # at most this many still-wrong training problems join every polish batch
+    polish_tau_margin: float = 0.0005  # noise-free gates: CE must come near the base's own for every answer to be right
     eval_every: int = 100
     patience_evals: int = 15  # stop when the best exact checkpoint has not improved for this many evals
     target_edge_density: float = 0.015  # checkpoints under it are preferred (the 1.5%)

@@ -2,7 +2,8 @@
 
 Attention weights are stored per head (W_Q: [n_heads, d_model, d_head]) so that deleting a head is
 slicing. Gate modes: "off" (dense base model), "sample" (training: logistic-noise Bernoulli gate
-with a straight-through gradient) and "hard" (inference: the deterministic gate rule below).
+with a straight-through gradient), "hard" (inference: the deterministic gate rule below) and
+"polish" (the hard gate's values with sigmoid's straight-through gradient, for a final finetune).
 """
 
 import math
@@ -19,13 +20,16 @@ GATE_RULE = "A_ij = 1[a_ij + b > 0], a_ij = q_i.k_j / sqrt(d_head), b = gate_bia
 NEURON_GATE_RULE = "z_n = 1[phi_n > 0]"
 
 
+def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Value exactly `hard` (x - x = 0), gradient of `soft`."""
+    return hard + (soft - soft.detach())
+
+
 def logistic_gate(logits: torch.Tensor) -> torch.Tensor:
     """Exact Bernoulli(sigmoid(logits)) sample; backward is d sigmoid(logits + noise) (straight-through)."""
     u = torch.rand_like(logits).clamp(1e-6, 1 - 1e-6)
     noisy = logits + torch.log(u) - torch.log1p(-u)
-    soft = torch.sigmoid(noisy)
-    hard = (noisy > 0).to(logits.dtype)
-    return hard + (soft - soft.detach())  # value exactly hard (x - x = 0), gradient of soft
+    return straight_through((noisy > 0).to(logits.dtype), torch.sigmoid(noisy))
 
 
 class GatedSelfAttention(nn.Module):
@@ -54,7 +58,12 @@ class GatedSelfAttention(nn.Module):
         gates, density = None, None
         if gate_mode != "off":
             g = logits + self.gate_bias
-            gates = logistic_gate(g) if gate_mode == "sample" else (g > 0).to(x.dtype)
+            if gate_mode == "sample":
+                gates = logistic_gate(g)
+            elif gate_mode == "polish":  # the inference gate's values, trained through sigmoid(g)
+                gates = straight_through((g > 0).to(x.dtype), torch.sigmoid(g))
+            else:
+                gates = (g > 0).to(x.dtype)
             gates = gates * causal
             weights = weights * gates  # no renormalisation: kept weights sum to <= 1
             density = (torch.sigmoid(g) * causal).sum() / (g.shape[0] * g.shape[1] * causal.sum())

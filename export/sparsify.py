@@ -15,9 +15,9 @@ import torch
 from tqdm import tqdm
 
 from export.config import ExportConfig, SparsifyConfig
-from export.evaluate import answer_logits, answer_loss, exact_mask
+from export.evaluate import answer_logits, answer_loss
 from export.model import AdderTransformer
-from export.task import Domain
+from export.task import ANSWER_START, PREDICT_FROM, Domain
 
 
 class SparsificationError(RuntimeError):
@@ -52,6 +52,8 @@ def geco_update(lam: float, c_hat: float | None, c: float, tau: float, sc: Spars
 def tau_margin(step: int, sc: SparsifyConfig) -> float:
     """The constraint's slack: loose while the density falls, then tightened linearly to
     tau_final_margin over the last steps, so the edges that survive must carry an exact answer."""
+    if step >= sc.max_steps:
+        return sc.polish_tau_margin
     start = sc.tighten_from * sc.max_steps
     if step <= start:
         return sc.tau_margin
@@ -67,14 +69,16 @@ def selection_score(edge_density: float, neurons: list[int], d_mlp: int, sc: Spa
 
 
 @torch.no_grad()
-def hard_sparsity(model: AdderTransformer, tokens: torch.Tensor) -> tuple[float, list[int]]:
-    """(mean per-problem active-edge fraction with the inference gate, neurons kept per layer)."""
-    _, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
+def hard_eval(model: AdderTransformer, tokens: torch.Tensor) -> tuple[torch.Tensor, float, list[int]]:
+    """One pass with the inference gates: (which problems are exact, mean per-problem active-edge
+    fraction, neurons kept per layer). Exact under teacher forcing equals exact under greedy decoding."""
+    logits, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
+    exact = (logits[:, PREDICT_FROM:].argmax(-1) == tokens[:, ANSWER_START:]).all(dim=1)
     T = gates[0].shape[-1]
     possible = len(gates) * gates[0].shape[1] * T * (T + 1) // 2
     active = sum(g.sum(dim=(1, 2, 3)) for g in gates)  # (N,)
     neurons = [int(b.mlp.neuron_mask().sum()) for b in model.blocks]
-    return (active / possible).mean().item(), neurons
+    return exact, (active / possible).mean().item(), neurons
 
 
 def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce: float,
@@ -92,17 +96,23 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
     tau, lam, c_hat = base_ce + sc.tau_margin, sc.lambda_init, None
     d_mlp = cfg.model.d_mlp
     best, best_score, best_step, stale, history = None, math.inf, -1, 0, []
+    wrong = train_tokens[:0]
     start = time.perf_counter()
-    bar = tqdm(range(sc.max_steps), desc="sparsify", disable=None if progress else True, leave=False)
+    total = sc.max_steps + sc.polish_steps
+    bar = tqdm(range(total), desc="sparsify", disable=None if progress else True, leave=False)
     for step in bar:
         neuron_mode = "sample" if sc.neuron_gates and step >= sc.neuron_start else "hard"
+        # the polish phase trains the inference gates themselves: noise-free, the selection's own rule
+        attn_mode = "sample" if step < sc.max_steps else "polish"
         # cosine decay to lr_floor: late, quieter steps let the gates settle into exact checkpoints
-        decay = sc.lr_floor + (1 - sc.lr_floor) * 0.5 * (1 + math.cos(math.pi * step / sc.max_steps))
+        decay = sc.lr_floor + (1 - sc.lr_floor) * 0.5 * (1 + math.cos(math.pi * min(step, sc.max_steps) / sc.max_steps))
         for group, base_lr in zip(opt.param_groups, (sc.lr, sc.neuron_gate_lr)):
             group["lr"] = base_lr * decay
         batch = train_tokens[torch.randint(len(train_tokens), (sc.batch_size,), generator=gen)]
+        if attn_mode == "polish":  # every step sees the few training problems still answered wrong
+            batch = torch.cat([batch, wrong[:sc.polish_mine]])
         model.train()
-        logits, attn_d, neuron_d = answer_logits(model, batch, "sample", neuron_mode)
+        logits, attn_d, neuron_d = answer_logits(model, batch, attn_mode, neuron_mode)
         ce = answer_loss(logits, batch)
         tau = base_ce + tau_margin(step, sc)
         density = attn_d + (sc.neuron_weight * neuron_d if neuron_d is not None else 0.0)
@@ -114,8 +124,9 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         if (step + 1) % sc.eval_every:
             continue
         model.eval()
-        exact = exact_mask(model, tokens, gated=True).float().mean().item()
-        edge_density, neurons = hard_sparsity(model, tokens)
+        exact_mask, edge_density, neurons = hard_eval(model, tokens)
+        exact = exact_mask.float().mean().item()
+        wrong = train_tokens[~exact_mask[domain.train]]
         score = selection_score(edge_density, neurons, d_mlp, sc)
         history.append({"step": step + 1, "ce": ce.item(), "tau": tau, "lambda": lam, "exact": exact,
                         "edge_density": edge_density, "neurons": neurons})
@@ -137,7 +148,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
                                   "with the inference gates; raise sparsify.max_steps or lower tau_margin")
     model.load_state_dict(best)
     model.eval()
-    edge_density, neurons = hard_sparsity(model, tokens)
+    _, edge_density, neurons = hard_eval(model, tokens)
     return SparseResult(model=model, steps=step + 1, best_step=best_step,
                         seconds=time.perf_counter() - start, tau=tau, edge_density=edge_density,
                         neurons_kept=neurons, history=history)

@@ -55,6 +55,22 @@ def test_hard_gate_keeps_exactly_the_positive_logits_under_the_causal_mask():
     assert torch.equal(gates.bool(), expected)
 
 
+def test_polish_gate_has_the_inference_values_and_the_sigmoid_gradient():
+    attn = _attention()
+    x = torch.randn(2, 10, 8)
+    _, hard, _ = attn(x, "hard")
+    _, polish, _ = attn(x, "polish")
+    assert torch.equal(polish.detach(), hard)  # the very gates the served model uses
+    assert not hard.requires_grad
+    (grad,) = torch.autograd.grad(polish.sum(), attn.W_Q)
+    q = torch.einsum("btd,hde->bhte", x, attn.W_Q)
+    k = torch.einsum("btd,hde->bhte", x, attn.W_K)
+    g = q @ k.transpose(-1, -2) / math.sqrt(attn.d_head)
+    causal = torch.tril(torch.ones(10, 10))
+    (expected,) = torch.autograd.grad((torch.sigmoid(g) * causal).sum(), attn.W_Q)
+    assert torch.allclose(grad, expected, atol=1e-6)
+
+
 def test_geco_multiplier_rises_above_tau_falls_below_and_stays_clamped():
     for relative in (True, False):
         sc = SparsifyConfig(geco_rate=0.5, geco_ema=0.0, lambda_min=0.01, lambda_max=100.0, geco_relative=relative)
