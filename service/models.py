@@ -11,7 +11,7 @@ import numpy as np
 from contract import DEFAULT_MODEL
 from service.batcher import Batcher
 from service.config import Config
-from service.errors import NotFound, Unavailable
+from service.errors import NotFound, Unavailable, shown
 from service.metrics import Metrics
 from service.repository import ModelFiles, RepositoryError, discover, read_model, verify_sha256
 from service.runtime import Answers, Edge, OnnxModel, circuit_edges, self_test
@@ -78,9 +78,9 @@ class ModelRegistry:
         """The model named `name` in whatever state; raises NotFound."""
         model = self.models.get(name or self.default)
         if model is None:
-            raise NotFound(f"model {name!r} not found; models: {', '.join(self.models)}")
+            raise NotFound(f"model {shown(name)} not found; models: {', '.join(self.models)}")
         if version and version != model.version:
-            raise NotFound(f"model {model.name} has no version {version!r}; versions: {model.version}")
+            raise NotFound(f"model {model.name} has no version {shown(version)}; versions: {model.version}")
         return model
 
     def label(self, name: str) -> str:
