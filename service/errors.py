@@ -48,6 +48,10 @@ class DeadlineExceeded(AdderError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Cancelled(AdderError):
+    code = grpc.StatusCode.CANCELLED
+
+
 def rpc(method: str, model_of: Callable[[object], str] | None = None) -> Callable:
     """Decorate a servicer method: map errors to status codes, count in-flight, time it by code.
 
