@@ -163,14 +163,10 @@ class Batcher:
                     if wait <= 0:
                         break
                     self._full.wait(wait)
+                    rows = self._release_abandoned(batch, rows)
                     if not request.abandoned:
                         rows = self._take(batch, rows)
-            if any(r.abandoned for r in batch[1:]):  # followers whose RPC ended: not run
-                for r in batch[1:]:
-                    if r.abandoned:
-                        self._drop(r)
-                batch = [r for r in batch if r.state != _GONE]
-                rows = sum(r.rows for r in batch)
+            rows = self._release_abandoned(batch, rows)
             self._last_callers = len(batch)
             if len(batch) == 1 and request.abandoned:  # nobody to answer: do not run the model
                 self._hand_over()
@@ -195,6 +191,16 @@ class Batcher:
             offset += r.rows
             r.wake.release()
         return answers if len(batch) == 1 else answers.rows(0, request.rows)
+
+    def _release_abandoned(self, batch: list[_Request], rows: int) -> int:
+        """Followers whose RPC ended leave a batch that has not started, at once; the caller holds the lock."""
+        if any(r.abandoned for r in batch[1:]):
+            for r in batch[1:]:
+                if r.abandoned:
+                    self._drop(r)
+            batch[:] = [r for r in batch if r.state != _GONE]
+            rows = sum(r.rows for r in batch)
+        return rows
 
     def _take(self, batch: list[_Request], rows: int) -> int:
         """Move queued requests into `batch` while they fit; the caller holds the lock."""

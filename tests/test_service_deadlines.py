@@ -173,3 +173,51 @@ def test_cancellations_at_random_moments_under_concurrency(fixture_repository):
                                                          {"model": "adder-sparse", "correct": "false"})
         assert not wrong
         assert client.adder.Add(adder_pb2.AddRequest(a=36, b=28), timeout=10).sum == 64
+
+
+def test_batcher_drops_followers_whose_rpc_ended_before_their_batch_ran():
+    """Queued, taken into a batch still filling, or leading: each leaves at once and is never run."""
+    from prometheus_client import CollectorRegistry
+
+    from service.batcher import Batcher
+    from service.errors import Cancelled
+    from service.metrics import Metrics
+    from test_service_batcher import PausableModel
+
+    model = PausableModel()
+    batcher = Batcher("m", model.run, Metrics(CollectorRegistry()), max_batch_size=4, max_queue_delay_s=30.0)
+    ends: dict[int, callable] = {}
+    outcomes: dict[int, object] = {}
+
+    def call(value: int):
+        def watch(callback):
+            ends[value] = callback
+            return True
+        try:
+            outcomes[value] = batcher.infer(np.array([value]), np.array([0]), None, watch).sums.tolist()
+        except Cancelled as error:
+            outcomes[value] = error
+
+    def start(value: int) -> threading.Thread:
+        thread = threading.Thread(target=call, args=(value,))
+        thread.start()
+        assert eventually(lambda: value in ends)
+        return thread
+
+    threads = [start(1)]  # leads, waits for 3 more rows
+    threads += [start(v) for v in (2, 3, 4, 5)]  # 2-4 fill its batch, which runs and pauses; 5 queues
+    assert model.started.wait(10)
+    threads += [start(6), start(7)]
+    ends[5]()  # queued: leaves the queue at once
+    assert eventually(lambda: 5 in outcomes) and isinstance(outcomes[5], Cancelled)
+    model.release.set()  # 1-4 answered; 6 leads, takes 7 into its batch and waits 30 s for it to fill
+    assert eventually(lambda: all(v in outcomes for v in (1, 2, 3, 4)) and not batcher._queue)
+    ends[7]()  # taken into a batch that has not started: leaves it at once
+    assert eventually(lambda: 7 in outcomes) and isinstance(outcomes[7], Cancelled)
+    ends[6]()  # the leader, now alone: not run
+    for thread in threads:
+        thread.join(10)
+    assert isinstance(outcomes[6], Cancelled)
+    assert model.calls == [[1, 2, 3, 4]], "only the batch of live callers ran"
+    assert [outcomes[v] for v in (1, 2, 3, 4)] == [[1], [2], [3], [4]]
+    assert not batcher._busy and not batcher._queue and batcher._queued_rows == 0
