@@ -139,7 +139,7 @@ def test_cancelled_calls_leave_nothing_behind(held):
     for call in (followers[1], leader, followers[0], followers[2]):
         assert call.cancel()
     assert_nothing_left(server)
-    assert recorded(server, "Add", "CANCELLED") == cancelled + 4
+    assert eventually(lambda: recorded(server, "Add", "CANCELLED") == cancelled + 4)  # observed after the gauge
     assert runs(server) == before, "the model ran for a cancelled call"
     response = client.adder.AddBatch(full_batch(server), timeout=10)
     assert list(response.sums) == list(range(1, 65)) and client.status("") == "SERVING"
