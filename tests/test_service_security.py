@@ -158,3 +158,8 @@ def test_no_request_data_or_secrets_in_the_log(fixture_repository, pki, caplog):
     for value in (*SECRETS.values(), key_body):
         needle = value.decode(errors="ignore").strip("\ufffd") if isinstance(value, bytes) else str(value)
         assert needle not in text, f"{needle!r} is in the log"
+
+
+def test_cli_tls_certificate_needs_its_key():
+    with pytest.raises(SystemExit, match="--tls-cert and --tls-key go together"):
+        cli.main(["add", "1", "2", "--target", "127.0.0.1:1", "--tls-cert", "client.crt"])
