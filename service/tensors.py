@@ -33,8 +33,12 @@ def read_inputs(request: pb.ModelInferRequest, expected: tuple[str, ...]) -> dic
 def _read_input(tensor, raw: bytes | None) -> np.ndarray:
     label = f"input {tensor.name!r}"
     if tensor.datatype not in INPUT_TYPES:
-        datatype = tensor.datatype if tensor.datatype.isalnum() and len(tensor.datatype) <= 8 else shown(tensor.datatype)
-        raise InvalidArgument(f"{label} has datatype {datatype or '(empty)'}, expected INT64")
+        datatype = tensor.datatype
+        if not datatype:
+            datatype = "(empty)"
+        elif not (datatype.isalnum() and len(datatype) <= 8):  # not a datatype name: quoted and cut
+            datatype = shown(datatype)
+        raise InvalidArgument(f"{label} has datatype {datatype}, expected INT64")
     shape = list(tensor.shape)
     if len(shape) != 1 or shape[0] < 0:
         raise InvalidArgument(f"{label} has shape {shape}, expected [N]")

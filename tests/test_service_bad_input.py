@@ -190,8 +190,11 @@ def _mutate(data, request: pb.ModelInferRequest, raw: bool, mutation: str) -> tu
             del request.raw_input_contents[1]
         return INVALID, "inputs must be exactly ['a', 'b'], got ['a']"
     if mutation == "datatype":
-        tensor.datatype = data.draw(st.sampled_from(["FP32", "FP64", "BOOL", "UINT64", "INT8", "BYTES", "int64", ""]))
-        return INVALID, f"{label} has datatype {tensor.datatype or '(empty)'}, expected INT64"
+        tensor.datatype = data.draw(st.sampled_from(["FP32", "FP64", "BOOL", "UINT64", "INT8", "BYTES", "int64", "", " ",
+                                                     "INT64 ", "x" * 50]))
+        shown_type = ("(empty)" if not tensor.datatype else tensor.datatype if tensor.datatype.isalnum()
+                      and len(tensor.datatype) <= 8 else shown(tensor.datatype))
+        return INVALID, f"{label} has datatype {shown_type}, expected INT64"
     if mutation == "shape":
         shape = data.draw(st.one_of(st.lists(st.integers(-3, 8), max_size=3).filter(lambda s: len(s) != 1),
                                     st.lists(st.integers(-2**63, -1), min_size=1, max_size=1)))
@@ -381,3 +384,12 @@ def test_long_client_strings_are_cut_in_messages(client):
     code, details, _ = call("ModelInfer", client.inference.ModelInfer, request)
     assert (code, details) == (INVALID, f"inputs must be exactly ['a', 'b'], got ['a', 'b', {'y' * 40!r}... "
                                         "(5,000 characters)]")
+
+
+@pytest.mark.parametrize("datatype, named", [("", "(empty)"), ("FP32", "FP32"), (" ", "' '"),
+                                             ("y" * 50, f"{'y' * 40!r}... (50 characters)")])
+def test_datatype_is_named_in_the_message(client, datatype, named):
+    request = infer_request("adder-sparse", [1], [2], "INT64", False)
+    request.inputs[0].datatype = datatype
+    code, details, _ = call("ModelInfer", client.inference.ModelInfer, request)
+    assert (code, details) == (INVALID, f"input 'a' has datatype {named}, expected INT64")
