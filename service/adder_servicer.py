@@ -28,7 +28,7 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
     def Add(self, request, context):
         model = self.models.get(request.model)
         a, b = operand_pair(request.a, request.b)
-        answers = self.models.infer(model, a, b, context.time_remaining())
+        answers = self.models.infer(model, a, b, context.time_remaining(), context.add_callback)
         response = adder_pb2.AddResponse(sum=int(answers.sums[0]), answer=answer_text(answers.digits[0]),
                                          model=model.name, model_version=model.version)
         if request.trace:
@@ -40,7 +40,7 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
     def AddBatch(self, request, context):
         model = self.models.get(request.model)
         a, b = operand_arrays(request.a, request.b, self.config.max_request_batch)
-        answers = self.models.infer(model, a, b, context.time_remaining())
+        answers = self.models.infer(model, a, b, context.time_remaining(), context.add_callback)
         return adder_pb2.AddBatchResponse(
             sums=answers.sums.tolist(), answers=[answer_text(d) for d in answers.digits],
             model=model.name, model_version=model.version)

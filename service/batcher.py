@@ -8,6 +8,8 @@ rows. A caller that finds the model busy queues and sleeps on a lock of its own 
 or handed the lead. This saves the thread handoff of a dedicated worker, and each caller is woken once.
 Runs directly, unbatched: a request of at least `max_batch_size` rows, and any request when batching
 is off (max_batch_size 1).
+A request whose RPC ends before it runs (client cancelled, deadline passed) leaves the queue at once,
+through the `watch` callback, and is never run.
 """
 
 import _thread
@@ -18,22 +20,26 @@ from collections.abc import Callable
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, Unavailable
+from service.errors import AdderError, Cancelled, DeadlineExceeded, Unavailable
 from service.metrics import Metrics
 from service.runtime import Answers
 
-_QUEUED, _TAKEN, _LEAD = 0, 1, 2
+_QUEUED, _TAKEN, _LEAD, _GONE = 0, 1, 2, 3
+# A cancellation this close to the deadline is grpc's deadline timer: report DEADLINE_EXCEEDED.
+_DEADLINE_SLACK_S = 0.05
 
 
 class _Request:
-    __slots__ = ("a", "b", "rows", "enqueued", "state", "answers", "error", "wake")
+    __slots__ = ("a", "b", "rows", "enqueued", "expires", "state", "answers", "error", "wake", "abandoned")
 
-    def __init__(self, a: np.ndarray, b: np.ndarray):
+    def __init__(self, a: np.ndarray, b: np.ndarray, timeout: float | None):
         self.a, self.b, self.rows = a, b, len(a)
         self.enqueued = time.perf_counter()
+        self.expires = None if timeout is None else self.enqueued + timeout
         self.state = _QUEUED
         self.answers: Answers | None = None
         self.error: BaseException | None = None
+        self.abandoned = False  # its RPC ended while it led or sat in a batch not yet running
         # A bare lock is the cheapest thing to sleep on: released once, when answered or handed the lead.
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
@@ -61,11 +67,16 @@ class Batcher:
         self._batch_size = metrics.child(metrics.batch_size, model)
         self._queue_duration = metrics.child(metrics.queue_duration, model)
 
-    def infer(self, a: np.ndarray, b: np.ndarray, timeout: float | None = None) -> Answers:
-        """Answer rows a, b (int64 [N]); raises DeadlineExceeded if not answered within `timeout` s."""
+    def infer(self, a: np.ndarray, b: np.ndarray, timeout: float | None = None,
+              watch: Callable[[Callable[[], None]], bool] | None = None) -> Answers:
+        """Answer rows a, b (int64 [N]); raises DeadlineExceeded if not answered within `timeout` s.
+
+        `watch(callback)` (grpc's context.add_callback) calls back when the RPC ends; it returns False
+        when the RPC has ended already. A request still waiting then is dropped: Cancelled/DeadlineExceeded.
+        """
         if self._max_rows == 1 or len(a) >= self._max_rows:
             return self._timed_run(a, b)
-        request = _Request(a, b)
+        request = _Request(a, b, timeout)
         with self._lock:
             if self._closed:
                 raise Unavailable(f"model {self.model} is shutting down")
@@ -77,6 +88,8 @@ class Batcher:
             else:
                 self._busy = True
                 request.state = _LEAD
+        if watch is not None and not watch(lambda: self._abandon(request)):
+            self._abandon(request)
         if request.state != _LEAD:
             self._follow(request, timeout)
             if request.state != _LEAD:
@@ -99,6 +112,28 @@ class Batcher:
             self._full.notify_all()
             self._idle.wait_for(lambda: not self._busy, timeout)
 
+    def _abandon(self, request: _Request) -> None:
+        """The request's RPC ended (also called after a normal answer: then it is a no-op)."""
+        with self._lock:
+            if request.state == _QUEUED:  # never collected: leave the queue, wake the caller with the error
+                self._queue.remove(request)
+                self._queued_rows -= request.rows
+                self._drop(request)
+            elif request.state in (_LEAD, _TAKEN):  # the leader drops it if its batch has not started
+                request.abandoned = True
+                self._full.notify_all()
+
+    def _drop(self, request: _Request) -> None:
+        request.state = _GONE
+        request.error = self._ended(request)
+        request.wake.release()
+
+    def _ended(self, request: _Request) -> AdderError:
+        if request.expires is not None and time.perf_counter() >= request.expires - _DEADLINE_SLACK_S:
+            return DeadlineExceeded(f"deadline exceeded after {request.expires - request.enqueued:.3f} s "
+                                    f"waiting for model {self.model}")
+        return Cancelled(f"cancelled by the client while waiting for model {self.model}")
+
     def _follow(self, request: _Request, timeout: float | None) -> None:
         if request.wake.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
             return
@@ -106,6 +141,7 @@ class Batcher:
             if request.state == _QUEUED:  # never collected: nobody will run it
                 self._queue.remove(request)
                 self._queued_rows -= request.rows
+                request.state = _GONE
                 raise DeadlineExceeded(
                     f"deadline exceeded after {timeout:.3f} s waiting for model {self.model}")
         if request.state == _TAKEN:  # in a batch that is running: its answer is dropped
@@ -115,20 +151,26 @@ class Batcher:
     def _lead(self, request: _Request, timeout: float | None) -> Answers:
         batch = [request]
         rows = request.rows
-        expires = None if timeout is None else request.enqueued + timeout
+        expires = request.expires
         with self._lock:
             rows = self._take(batch, rows)
             if self._delay > 0 and rows < self._max_rows and (not self._adaptive or self._last_callers > 1):
                 fill_by = request.enqueued + self._delay
                 if expires is not None:
                     fill_by = min(fill_by, expires)
-                while rows < self._max_rows and self._delay > 0:
+                while rows < self._max_rows and self._delay > 0 and not request.abandoned:
                     wait = fill_by - time.perf_counter()
                     if wait <= 0:
                         break
                     self._full.wait(wait)
-                    rows = self._take(batch, rows)
+                    rows = self._release_abandoned(batch, rows)
+                    if not request.abandoned:
+                        rows = self._take(batch, rows)
+            rows = self._release_abandoned(batch, rows)
             self._last_callers = len(batch)
+            if len(batch) == 1 and request.abandoned:  # nobody to answer: do not run the model
+                self._hand_over()
+                raise self._ended(request)
             if expires is not None and len(batch) == 1 and time.perf_counter() >= expires:
                 self._hand_over()
                 raise DeadlineExceeded(f"deadline exceeded after {timeout:.3f} s waiting for model {self.model}")
@@ -149,6 +191,16 @@ class Batcher:
             offset += r.rows
             r.wake.release()
         return answers if len(batch) == 1 else answers.rows(0, request.rows)
+
+    def _release_abandoned(self, batch: list[_Request], rows: int) -> int:
+        """Followers whose RPC ended leave a batch that has not started, at once; the caller holds the lock."""
+        if any(r.abandoned for r in batch[1:]):
+            for r in batch[1:]:
+                if r.abandoned:
+                    self._drop(r)
+            batch[:] = [r for r in batch if r.state != _GONE]
+            rows = sum(r.rows for r in batch)
+        return rows
 
     def _take(self, batch: list[_Request], rows: int) -> int:
         """Move queued requests into `batch` while they fit; the caller holds the lock."""

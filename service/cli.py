@@ -1,7 +1,8 @@
 """The `sparse-adder` client CLI: `add A B [--trace]`, `circuit`, and any subcommand registered in COMMANDS.
 
 To add a subcommand (e.g. the bench), write `register(subparsers)` in your module: it adds a parser
-(use `parents=[common_options()]` for --target/--timeout) and sets `func=handler`, where
+(use `parents=[common_options()]` for --target/--timeout/--tls-*, and `open_channel(args)`) and sets
+`func=handler`, where
 `handler(args) -> int` returns the exit code; then append "your.module:register" to COMMANDS.
 Entries whose module is not installed are skipped, so the service image can omit tools.
 """
@@ -17,6 +18,7 @@ import grpc
 from contract import DEFAULT_MODEL
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 from service.picture import circuit_summary, trace_picture
+from service.tls import channel_credentials
 
 COMMANDS = [
     "service.cli:register_add",
@@ -27,12 +29,26 @@ DEFAULT_TARGET = "127.0.0.1:8001"
 
 
 def common_options() -> argparse.ArgumentParser:
-    """--target and --timeout, shared by every subcommand that talks to a server."""
+    """--target, --timeout and TLS, shared by every subcommand that talks to a server."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--target", default=os.environ.get("ADDER_TARGET", DEFAULT_TARGET),
                         help=f"server host:port [env ADDER_TARGET, default {DEFAULT_TARGET}]")
     parent.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC [default 10]")
+    tls = parent.add_argument_group("TLS (any of these turns it on)")
+    tls.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs")
+    tls.add_argument("--tls-ca", metavar="PEM", default="", help="TLS, trusting this CA bundle")
+    tls.add_argument("--tls-cert", metavar="PEM", default="", help="client certificate for mutual TLS")
+    tls.add_argument("--tls-key", metavar="PEM", default="", help="private key of --tls-cert")
     return parent
+
+
+def open_channel(args) -> grpc.Channel:
+    """A channel to args.target: plaintext, or TLS when any --tls* option is given."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise SystemExit("error: --tls-cert and --tls-key go together")
+    if args.tls or args.tls_ca or args.tls_cert:
+        return grpc.secure_channel(args.target, channel_credentials(args.tls_ca, args.tls_cert, args.tls_key))
+    return grpc.insecure_channel(args.target)
 
 
 def register_add(subparsers) -> None:
@@ -53,7 +69,7 @@ def register_circuit(subparsers) -> None:
 
 
 def _add(args) -> int:
-    with grpc.insecure_channel(args.target) as channel:
+    with open_channel(args) as channel:
         stub = adder_pb2_grpc.AdderStub(channel)
         response = stub.Add(adder_pb2.AddRequest(a=args.a, b=args.b, model=args.model, trace=args.trace),
                             timeout=args.timeout)
@@ -67,7 +83,7 @@ def _add(args) -> int:
 
 
 def _circuit(args) -> int:
-    with grpc.insecure_channel(args.target) as channel:
+    with open_channel(args) as channel:
         response = adder_pb2_grpc.AdderStub(channel).GetCircuit(
             adder_pb2.GetCircuitRequest(model=args.model), timeout=args.timeout)
     print(circuit_summary(response, limit=args.limit or len(response.edges)))

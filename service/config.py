@@ -25,6 +25,13 @@ class Config:
     max_request_batch: int = 10_000  # rows per AddBatch/ModelInfer call (the whole domain)
     worker_threads: int = 32  # gRPC handler threads: callers block here while their batch runs
     log_level: str = "INFO"
+    # Hardening (README "Reliability"): limits, TLS, where metrics listen.
+    max_message_bytes: int = 4 * 1024 * 1024  # largest gRPC message received or sent (gRPC's receive default)
+    max_concurrent_rpcs: int = 256  # RPCs in progress at once, health Watch streams included; 0: no limit
+    tls_cert: str = ""  # PEM server certificate chain; with tls_key, gRPC serves TLS only
+    tls_key: str = ""  # PEM private key of tls_cert
+    tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
+    metrics_host: str = ""  # address for /metrics; empty: the same as host
 
 
 # Flag name -> (env var, type, help).
@@ -42,6 +49,13 @@ _OPTIONS = {
     "max_request_batch": ("ADDER_MAX_REQUEST_BATCH", int, "max rows in one AddBatch or ModelInfer request"),
     "worker_threads": ("ADDER_WORKER_THREADS", int, "gRPC handler threads"),
     "log_level": ("ADDER_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    "max_message_bytes": ("ADDER_MAX_MESSAGE_BYTES", int, "largest gRPC message received or sent, in bytes"),
+    "max_concurrent_rpcs": ("ADDER_MAX_CONCURRENT_RPCS", int,
+                            "RPCs in progress at once, more get RESOURCE_EXHAUSTED (0: no limit)"),
+    "tls_cert": ("ADDER_TLS_CERT", str, "PEM certificate chain file: serve gRPC over TLS (with --tls-key)"),
+    "tls_key": ("ADDER_TLS_KEY", str, "PEM private key file of --tls-cert"),
+    "tls_client_ca": ("ADDER_TLS_CLIENT_CA", str, "PEM CA file: require client certificates it signed (mTLS)"),
+    "metrics_host": ("ADDER_METRICS_HOST", str, "address to bind metrics to (empty: --host)"),
 }
 
 
@@ -74,12 +88,17 @@ def _checked(config: Config) -> Config:
         f"{name} must be >= {low}, got {getattr(config, name)}"
         for name, low in (("max_batch_size", 1), ("max_queue_delay_us", 0), ("intra_op_threads", 1),
                           ("grace_seconds", 0), ("max_request_batch", 1), ("worker_threads", 1),
-                          ("grpc_port", 0), ("metrics_port", -1))
+                          ("grpc_port", 0), ("metrics_port", -1), ("max_message_bytes", 1024),
+                          ("max_concurrent_rpcs", 0))
         if getattr(config, name) < low
     ]
     if config.queue_delay_policy not in QUEUE_DELAY_POLICIES:
         problems.append(f"queue_delay_policy must be one of {', '.join(QUEUE_DELAY_POLICIES)}, "
                         f"got {config.queue_delay_policy!r}")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        problems.append("tls_cert and tls_key go together: set both or neither")
+    if config.tls_client_ca and not config.tls_cert:
+        problems.append("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
     if problems:
         raise SystemExit("invalid configuration: " + "; ".join(problems))
     return config

@@ -9,6 +9,18 @@ import grpc
 
 log = logging.getLogger(__name__)
 
+# grpc sends the message in a trailer, percent-encoded, and a peer drops trailers past 16 KiB: a message
+# echoing a huge client string would reach the client as "Stream removed" instead of its status.
+MAX_DETAIL_CHARS = 512
+_SHOWN_CHARS = 40
+
+
+def shown(value: str) -> str:
+    """A client-supplied string quoted for an error message, cut to a few dozen characters."""
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:_SHOWN_CHARS]!r}... ({len(value):,} characters)"
+
 
 class AdderError(Exception):
     """An error the client caused or can act on; the message is sent to the client as is."""
@@ -36,6 +48,10 @@ class DeadlineExceeded(AdderError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class Cancelled(AdderError):
+    code = grpc.StatusCode.CANCELLED
+
+
 def rpc(method: str, model_of: Callable[[object], str] | None = None) -> Callable:
     """Decorate a servicer method: map errors to status codes, count in-flight, time it by code.
 
@@ -54,9 +70,10 @@ def rpc(method: str, model_of: Callable[[object], str] | None = None) -> Callabl
                 return handler(self, request, context)
             except AdderError as error:
                 code = error.code
-                log.info("request failed", extra={"fields": {
-                    "method": method, "model": model, "code": code.name, "detail": str(error)}})
-                context.abort(code, str(error))
+                # Not the message: it quotes what the client sent, and request data stays out of the log.
+                log.info("request failed", extra={"fields": {"method": method, "model": model, "code": code.name}})
+                detail = str(error)
+                context.abort(code, detail if len(detail) <= MAX_DETAIL_CHARS else detail[:MAX_DETAIL_CHARS] + "...")
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("unexpected error", extra={"fields": {"method": method, "model": model}})

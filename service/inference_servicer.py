@@ -4,7 +4,7 @@ from importlib import metadata
 
 from contract import INPUT_A, INPUT_B, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
 from service.config import Config
-from service.errors import InvalidArgument, rpc
+from service.errors import InvalidArgument, rpc, shown
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.metrics import Metrics
@@ -94,8 +94,8 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         wanted = [o.name for o in request.outputs] or available
         unknown = [name for name in wanted if name not in available]
         if unknown:
-            raise InvalidArgument(f"model {model.name} has no output {unknown[0]!r}; outputs: {available}")
-        answers = self.models.infer(model, a, b, context.time_remaining())
+            raise InvalidArgument(f"model {model.name} has no output {shown(unknown[0])}; outputs: {available}")
+        answers = self.models.infer(model, a, b, context.time_remaining(), context.add_callback)
         values = {OUTPUT_SUM: answers.sums, OUTPUT_DIGITS: answers.digits, OUTPUT_EDGES: answers.edges}
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for name in wanted:

@@ -11,7 +11,7 @@ import numpy as np
 from contract import DEFAULT_MODEL
 from service.batcher import Batcher
 from service.config import Config
-from service.errors import NotFound, Unavailable
+from service.errors import DeadlineExceeded, NotFound, Unavailable, shown
 from service.metrics import Metrics
 from service.repository import ModelFiles, RepositoryError, discover, read_model, verify_sha256
 from service.runtime import Answers, Edge, OnnxModel, circuit_edges, self_test
@@ -78,9 +78,9 @@ class ModelRegistry:
         """The model named `name` in whatever state; raises NotFound."""
         model = self.models.get(name or self.default)
         if model is None:
-            raise NotFound(f"model {name!r} not found; models: {', '.join(self.models)}")
+            raise NotFound(f"model {shown(name)} not found; models: {', '.join(self.models)}")
         if version and version != model.version:
-            raise NotFound(f"model {model.name} has no version {version!r}; versions: {model.version}")
+            raise NotFound(f"model {model.name} has no version {shown(version)}; versions: {model.version}")
         return model
 
     def label(self, name: str) -> str:
@@ -88,11 +88,17 @@ class ModelRegistry:
         name = name or self.default
         return name if name in self.models else "unknown"
 
-    def infer(self, model: ServedModel, a: np.ndarray, b: np.ndarray, timeout: float | None) -> Answers:
-        """Answer rows through the model's batcher and count right and wrong answers."""
+    def infer(self, model: ServedModel, a: np.ndarray, b: np.ndarray, timeout: float | None,
+              watch: Callable[[Callable[[], None]], bool] | None = None) -> Answers:
+        """Answer rows through the model's batcher and count right and wrong answers.
+
+        `timeout`: the RPC's time left (an expired one never reaches the model); `watch`: see Batcher.infer.
+        """
         if timeout is not None and timeout > _NO_DEADLINE:
             timeout = None  # gRPC reports "no deadline" as a huge number; waits cannot take it
-        answers = model.batcher.infer(a, b, timeout)
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded(f"deadline exceeded before model {model.name} ran")
+        answers = model.batcher.infer(a, b, timeout, watch)
         self._metrics.count_answers(model.name, a, b, answers.sums)
         return answers
 

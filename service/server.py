@@ -11,9 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from service import logs
+from service import logs, tls
 from service.adder_servicer import AdderServicer
 from service.config import Config
+from service.decoding import DecodeErrorInterceptor
 from service.generated.adder.v1 import adder_pb2_grpc
 from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.health import SERVICES, Health
@@ -39,7 +40,13 @@ class AdderServer:
         self.models = ModelRegistry(config, self.metrics, on_change=self._model_changed)
         self.health = Health(self.models.names)
         # A sync thread pool, not grpc.aio: session.run releases the GIL but would block an event loop.
-        self.grpc = grpc.server(ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="rpc"))
+        # Past max_concurrent_rpcs grpc answers RESOURCE_EXHAUSTED itself; past max_message_bytes too.
+        self.grpc = grpc.server(
+            ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="rpc"),
+            interceptors=(DecodeErrorInterceptor(),),
+            options=(("grpc.max_receive_message_length", config.max_message_bytes),
+                     ("grpc.max_send_message_length", config.max_message_bytes)),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs or None)
         adder_pb2_grpc.add_AdderServicer_to_server(AdderServicer(config, self.models, self.metrics), self.grpc)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(config, self.models, self.metrics), self.grpc)
@@ -47,7 +54,10 @@ class AdderServer:
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.grpc)
-        self.port = self.grpc.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        address = f"{config.host}:{config.grpc_port}"
+        credentials = tls.server_credentials(config)
+        self.port = (self.grpc.add_secure_port(address, credentials) if credentials
+                     else self.grpc.add_insecure_port(address))
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port}")
         self.metrics_endpoint: MetricsEndpoint | None = None
@@ -60,9 +70,11 @@ class AdderServer:
     def start(self) -> None:
         self.grpc.start()
         if self.config.metrics_port >= 0:
-            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.host, self.config.metrics_port)
-        log.info("listening", extra={"fields": {"host": self.config.host, "grpc_port": self.port,
-                                                "metrics_port": self.metrics_port}})
+            self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host or self.config.host,
+                                                    self.config.metrics_port)
+        log.info("listening", extra={"fields": {
+            "host": self.config.host, "grpc_port": self.port, "metrics_port": self.metrics_port,
+            "tls": "mutual" if self.config.tls_client_ca else "on" if self.config.tls_cert else "off"}})
 
     def load_models(self) -> None:
         self.models.load_all()

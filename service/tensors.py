@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from service.errors import InvalidArgument
+from service.errors import InvalidArgument, shown
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 
 # Datatypes accepted for the integer inputs: numpy dtype (little-endian) and the typed-contents field.
@@ -14,10 +14,16 @@ def read_inputs(request: pb.ModelInferRequest, expected: tuple[str, ...]) -> dic
     """The named rank-1 integer inputs as int64 arrays; InvalidArgument says exactly what is wrong."""
     names = [t.name for t in request.inputs]
     if sorted(names) != sorted(expected):
-        raise InvalidArgument(f"inputs must be exactly {list(expected)}, got {names}")
+        got = ", ".join(shown(n) for n in names[:len(expected) + 1])
+        more = f", ... ({len(names)} inputs)" if len(names) > len(expected) + 1 else ""
+        raise InvalidArgument(f"inputs must be exactly {list(expected)}, got [{got}{more}]")
     raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidArgument(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs")
+    if raw:
+        typed = [t.name for t in request.inputs if t.contents.ListFields()]
+        if typed:
+            raise InvalidArgument(f"input {typed[0]!r} has both contents and raw_input_contents: send one or the other")
     arrays = {}
     for index, tensor in enumerate(request.inputs):
         arrays[tensor.name] = _read_input(tensor, raw[index] if raw else None)
@@ -27,7 +33,12 @@ def read_inputs(request: pb.ModelInferRequest, expected: tuple[str, ...]) -> dic
 def _read_input(tensor, raw: bytes | None) -> np.ndarray:
     label = f"input {tensor.name!r}"
     if tensor.datatype not in INPUT_TYPES:
-        raise InvalidArgument(f"{label} has datatype {tensor.datatype or '(empty)'}, expected INT64")
+        datatype = tensor.datatype
+        if not datatype:
+            datatype = "(empty)"
+        elif not (datatype.isalnum() and len(datatype) <= 8):  # not a datatype name: quoted and cut
+            datatype = shown(datatype)
+        raise InvalidArgument(f"{label} has datatype {datatype}, expected INT64")
     shape = list(tensor.shape)
     if len(shape) != 1 or shape[0] < 0:
         raise InvalidArgument(f"{label} has shape {shape}, expected [N]")
@@ -39,6 +50,10 @@ def _read_input(tensor, raw: bytes | None) -> np.ndarray:
         values = np.frombuffer(raw, dtype=dtype)
     else:
         typed = getattr(tensor.contents, field)
+        elsewhere = [f.name for f, _ in tensor.contents.ListFields() if f.name != field]
+        if elsewhere:
+            raise InvalidArgument(f"{label} is {tensor.datatype} but has values in contents.{elsewhere[0]}; "
+                                  f"{tensor.datatype} values go in contents.{field}")
         if len(typed) != shape[0]:
             raise InvalidArgument(f"{label} has {len(typed)} values in contents.{field}, shape {shape} needs "
                                   f"{shape[0]}")

@@ -1,0 +1,223 @@
+"""Deadlines and cancellation: an expired or too-short deadline gets DEADLINE_EXCEEDED without running the
+model (the session.run counter does not move), and a cancelled call leaves nothing behind (in-flight gauge
+back to 0, batcher queue empty, no model run for it).
+
+The servers here hold a lone request in the batcher with a long queue delay, always applied: a request then
+waits there until its batch fills, its deadline passes or its client cancels.
+"""
+
+import random
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from fixtures.service_servers import connect, fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from service.adder_servicer import AdderServicer
+from service.generated.adder.v1 import adder_pb2
+from service.generated.inference import grpc_predict_v2_pb2 as pb
+from service.inference_servicer import InferenceServicer
+
+DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
+HOLD = {"max_queue_delay_us": 30_000_000, "queue_delay_policy": "always"}
+
+
+def runs(server, model="adder-sparse") -> float:
+    """session.run calls so far for `model`."""
+    return server.metrics.registry.get_sample_value("adder_inference_duration_seconds_count", {"model": model}) or 0
+
+
+def recorded(server, method: str, code: str, model="adder-sparse") -> float:
+    return server.metrics.registry.get_sample_value(
+        "adder_request_duration_seconds_count", {"method": method, "model": model, "code": code}) or 0
+
+
+def inflight(server) -> float:
+    return server.metrics.registry.get_sample_value("adder_inflight_requests")
+
+
+def eventually(predicate, seconds=10.0) -> bool:
+    end = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def assert_nothing_left(server, model="adder-sparse"):
+    assert eventually(lambda: inflight(server) == 0), f"in-flight gauge stuck at {inflight(server)}"
+    batcher = server.models.models[model].batcher
+    assert eventually(lambda: not batcher._busy and not batcher._queue and batcher._queued_rows == 0)
+
+
+def full_batch(server) -> adder_pb2.AddBatchRequest:
+    """A request of max_batch_size rows: runs at once, without waiting for the queue."""
+    rows = server.config.max_batch_size
+    return adder_pb2.AddBatchRequest(a=list(range(rows)), b=[1] * rows)
+
+
+class _Aborted(Exception):
+    pass
+
+
+class ExpiredContext:
+    """A servicer context whose deadline has already passed (a request that waited for a worker thread)."""
+
+    def time_remaining(self):
+        return -0.001
+
+    def add_callback(self, callback):
+        return True
+
+    def abort(self, code, details):
+        raise _Aborted(code, details)
+
+
+@pytest.fixture(scope="module")
+def held(fixture_repository):
+    with running_server(fixture_repository, **HOLD) as server, connect(server.port) as client:
+        yield server, client
+
+
+def test_an_expired_deadline_never_reaches_the_model(held):
+    server, _ = held
+    adder = AdderServicer(server.config, server.models, server.metrics)
+    inference = InferenceServicer(server.config, server.models, server.metrics)
+    rows = server.config.max_batch_size  # a full batch would run at once, unqueued: checked before that too
+    infer = pb.ModelInferRequest(model_name="adder-sparse")
+    for name in ("a", "b"):
+        infer.inputs.add(name=name, datatype="INT64", shape=[1])
+        infer.raw_input_contents.append(np.array([5], "<i8").tobytes())
+    calls = [(adder.Add, adder_pb2.AddRequest(a=1, b=2)),
+             (adder.AddBatch, adder_pb2.AddBatchRequest(a=[1] * rows, b=[2] * rows)),
+             (inference.ModelInfer, infer)]
+    before = runs(server)
+    for method, request in calls:
+        with pytest.raises(_Aborted) as aborted:
+            method(request, ExpiredContext())
+        assert aborted.value.args == (DEADLINE, "deadline exceeded before model adder-sparse ran")
+    assert runs(server) == before
+    assert recorded(server, "AddBatch", "DEADLINE_EXCEEDED") == 1
+
+
+def test_a_deadline_that_passes_while_waiting_for_a_worker_thread(fixture_repository):
+    with running_server(fixture_repository, worker_threads=1, **HOLD) as server, connect(server.port) as client:
+        first = client.adder.Add.future(adder_pb2.AddRequest(a=1, b=2), timeout=1.0)  # holds the only thread
+        assert eventually(lambda: inflight(server) == 1)
+        with pytest.raises(grpc.RpcError) as second:
+            client.adder.Add(adder_pb2.AddRequest(a=3, b=4), timeout=0.2)
+        assert second.value.code() == DEADLINE
+        assert first.exception(timeout=10).code() == DEADLINE
+        assert runs(server) == 0
+        assert_nothing_left(server)
+        assert list(client.adder.AddBatch(full_batch(server), timeout=10).sums) == list(range(1, 65))
+
+
+def test_a_too_short_deadline_expires_in_the_batch_queue_without_a_model_run(held):
+    server, client = held
+    before, exceeded = runs(server), recorded(server, "Add", "DEADLINE_EXCEEDED")
+    leader = client.adder.Add.future(adder_pb2.AddRequest(a=1, b=1), timeout=0.6)
+    assert eventually(lambda: server.models.models["adder-sparse"].batcher._busy)
+    followers = [client.adder.Add.future(adder_pb2.AddRequest(a=i, b=i), timeout=0.3) for i in range(3)]
+    for call in (leader, *followers):
+        assert call.exception(timeout=10).code() == DEADLINE
+    assert eventually(lambda: recorded(server, "Add", "DEADLINE_EXCEEDED") == exceeded + 4)
+    assert runs(server) == before
+    assert_nothing_left(server)
+
+
+def test_cancelled_calls_leave_nothing_behind(held):
+    server, client = held
+    before, cancelled = runs(server), recorded(server, "Add", "CANCELLED")
+    leader = client.adder.Add.future(adder_pb2.AddRequest(a=1, b=1))  # no deadline: would wait 30 s
+    assert eventually(lambda: inflight(server) == 1)
+    followers = [client.adder.Add.future(adder_pb2.AddRequest(a=i, b=i)) for i in range(3)]
+    assert eventually(lambda: len(server.models.models["adder-sparse"].batcher._queue) == 3)
+    for call in (followers[1], leader, followers[0], followers[2]):
+        assert call.cancel()
+    assert_nothing_left(server)
+    assert eventually(lambda: recorded(server, "Add", "CANCELLED") == cancelled + 4)  # observed after the gauge
+    assert runs(server) == before, "the model ran for a cancelled call"
+    response = client.adder.AddBatch(full_batch(server), timeout=10)
+    assert list(response.sums) == list(range(1, 65)) and client.status("") == "SERVING"
+
+
+def test_cancellations_at_random_moments_under_concurrency(fixture_repository):
+    """60 concurrent calls, a third cancelled at random moments: every answer right, nothing left behind."""
+    rng = random.Random(0)
+    with running_server(fixture_repository, max_queue_delay_us=3000, queue_delay_policy="always",
+                        max_batch_size=8) as server, connect(server.port) as client:
+        problems = [(rng.randrange(100), rng.randrange(100)) for _ in range(60)]
+        calls = [client.adder.Add.future(adder_pb2.AddRequest(a=a, b=b), timeout=20) for a, b in problems]
+
+        def cancel_some():
+            for call in calls[::3]:
+                time.sleep(rng.random() * 0.004)
+                call.cancel()
+
+        canceller = threading.Thread(target=cancel_some)
+        canceller.start()
+        canceller.join(timeout=30)
+        answered = 0
+        for call, (a, b) in zip(calls, problems):
+            if call.cancelled():
+                continue
+            assert call.result(timeout=20).sum == a + b
+            answered += 1
+        assert answered >= 40
+        assert_nothing_left(server)
+        wrong = server.metrics.registry.get_sample_value("adder_answers_total",
+                                                         {"model": "adder-sparse", "correct": "false"})
+        assert not wrong
+        assert client.adder.Add(adder_pb2.AddRequest(a=36, b=28), timeout=10).sum == 64
+
+
+def test_batcher_drops_followers_whose_rpc_ended_before_their_batch_ran():
+    """Queued, taken into a batch still filling, or leading: each leaves at once and is never run."""
+    from prometheus_client import CollectorRegistry
+
+    from service.batcher import Batcher
+    from service.errors import Cancelled
+    from service.metrics import Metrics
+    from test_service_batcher import PausableModel
+
+    model = PausableModel()
+    batcher = Batcher("m", model.run, Metrics(CollectorRegistry()), max_batch_size=4, max_queue_delay_s=30.0)
+    ends: dict[int, callable] = {}
+    outcomes: dict[int, object] = {}
+
+    def call(value: int):
+        def watch(callback):
+            ends[value] = callback
+            return True
+        try:
+            outcomes[value] = batcher.infer(np.array([value]), np.array([0]), None, watch).sums.tolist()
+        except Cancelled as error:
+            outcomes[value] = error
+
+    def start(value: int) -> threading.Thread:
+        thread = threading.Thread(target=call, args=(value,))
+        thread.start()
+        assert eventually(lambda: value in ends)
+        return thread
+
+    threads = [start(1)]  # leads, waits for 3 more rows
+    threads += [start(v) for v in (2, 3, 4, 5)]  # 2-4 fill its batch, which runs and pauses; 5 queues
+    assert model.started.wait(10)
+    threads += [start(6), start(7)]
+    ends[5]()  # queued: leaves the queue at once
+    assert eventually(lambda: 5 in outcomes) and isinstance(outcomes[5], Cancelled)
+    model.release.set()  # 1-4 answered; 6 leads, takes 7 into its batch and waits 30 s for it to fill
+    assert eventually(lambda: all(v in outcomes for v in (1, 2, 3, 4)) and not batcher._queue)
+    ends[7]()  # taken into a batch that has not started: leaves it at once
+    assert eventually(lambda: 7 in outcomes) and isinstance(outcomes[7], Cancelled)
+    ends[6]()  # the leader, now alone: not run
+    for thread in threads:
+        thread.join(10)
+    assert isinstance(outcomes[6], Cancelled)
+    assert model.calls == [[1, 2, 3, 4]], "only the batch of live callers ran"
+    assert [outcomes[v] for v in (1, 2, 3, 4)] == [[1], [2], [3], [4]]
+    assert not batcher._busy and not batcher._queue and batcher._queued_rows == 0
