@@ -19,6 +19,7 @@ from service.runtime import Answers, Edge, OnnxModel, circuit_edges, self_test
 log = logging.getLogger(__name__)
 
 LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
+_REASON_CHARS = 500
 _NO_DEADLINE = 24 * 3600.0
 
 
@@ -123,7 +124,7 @@ class ModelRegistry:
                 raise RepositoryError(f"self-test failed: {result.correct}/{result.total} right, "
                                       f"first wrong: {result.first_wrong}")
         except Exception as error:  # any failure (files, hash, ORT refusing the graph, self-test) = FAILED
-            model.state, model.reason = FAILED, str(error)
+            model.state, model.reason = FAILED, _one_line(str(error) or type(error).__name__)
             log.error("model failed", extra={"fields": {"model": model.name, "version": model.version,
                                                         "reason": model.reason}})
             self._on_change(model.name, False)
@@ -141,3 +142,9 @@ class ModelRegistry:
             "density": manifest.get("edges", {}).get("density", circuit.get("density")),
             "seconds": round(time.perf_counter() - start, 3)}})
         self._on_change(model.name, True)
+
+
+def _one_line(text: str) -> str:
+    """A reason for a log field, ListModels and a status message: one line, bounded."""
+    text = " ".join(text.split())
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."

@@ -124,6 +124,12 @@ def serve(config: Config) -> int:
         signal.signal(signum, lambda number, frame: stop.set())
     server.start()
     server.load_models()
+    if not any(m.ready for m in server.models.models.values()) and not stop.is_set():
+        # Nothing to serve: fail fast and visibly (a restart loop) instead of running unready.
+        server.stop(grace=0)
+        reasons = "; ".join(f"{m.name}: {m.reason}" for m in server.models.models.values())
+        log.error("cannot start", extra={"fields": {"reason": f"no model passed its checks: {reasons}"}})
+        return 1
     while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
         pass
     log.info("signal received, shutting down", extra={"fields": {"grace_seconds": config.grace_seconds}})
