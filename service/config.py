@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 QUEUE_DELAY_POLICIES = ("adaptive", "always")
+MODEL_CONTROL_MODES = ("none", "explicit")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Config:
     max_request_batch: int = 10_000  # rows per AddBatch/ModelInfer call (the whole domain)
     worker_threads: int = 32  # gRPC handler threads: callers block here while their batch runs
     log_level: str = "INFO"
+    # Triton's name: "explicit" lets any client call RepositoryModelLoad/Unload; SIGHUP reloads either way.
+    model_control_mode: str = "none"
 
 
 # Flag name -> (env var, type, help).
@@ -42,6 +45,8 @@ _OPTIONS = {
     "max_request_batch": ("ADDER_MAX_REQUEST_BATCH", int, "max rows in one AddBatch or ModelInfer request"),
     "worker_threads": ("ADDER_WORKER_THREADS", int, "gRPC handler threads"),
     "log_level": ("ADDER_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
+    "model_control_mode": ("ADDER_MODEL_CONTROL_MODE", str,
+                           "none, or explicit to allow the RepositoryModelLoad/Unload RPCs (SIGHUP reloads either way)"),
 }
 
 
@@ -80,6 +85,9 @@ def _checked(config: Config) -> Config:
     if config.queue_delay_policy not in QUEUE_DELAY_POLICIES:
         problems.append(f"queue_delay_policy must be one of {', '.join(QUEUE_DELAY_POLICIES)}, "
                         f"got {config.queue_delay_policy!r}")
+    if config.model_control_mode not in MODEL_CONTROL_MODES:
+        problems.append(f"model_control_mode must be one of {', '.join(MODEL_CONTROL_MODES)}, "
+                        f"got {config.model_control_mode!r}")
     if problems:
         raise SystemExit("invalid configuration: " + "; ".join(problems))
     return config

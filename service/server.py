@@ -70,6 +70,13 @@ class AdderServer:
             "ready": [m.name for m in self.models.models.values() if m.ready],
             "failed": {m.name: m.reason for m in self.models.models.values() if not m.ready}}})
 
+    def reload_models(self) -> None:
+        """SIGHUP: reload every model in the repository; a bad new version never replaces a serving one."""
+        try:
+            self.models.reload()
+        except Exception as error:  # e.g. the repository folder is gone: keep serving what is loaded
+            log.error("reload failed", extra={"fields": {"reason": " ".join(str(error).split())}})
+
     def drain(self) -> None:
         """Stop taking new work: health NOT_SERVING, new requests UNAVAILABLE, queued batches run now."""
         if not self.models.draining:
@@ -100,7 +107,7 @@ class AdderServer:
     def _inflight(self) -> float:
         return self.metrics.registry.get_sample_value("adder_inflight_requests") or 0.0
 
-    def _model_changed(self, name: str, ready: bool) -> None:
+    def _model_changed(self, name: str, ready: bool | None) -> None:
         self.health.model_changed(name, ready)
 
 
@@ -119,9 +126,10 @@ def serve(config: Config) -> int:
     except (RepositoryError, OSError) as error:
         log.error("cannot start", extra={"fields": {"reason": str(error)}})
         return 1
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda number, frame: reload.set())  # the default action would kill us
     server.start()
     server.load_models()
     if not any(m.ready for m in server.models.models.values()) and not stop.is_set():
@@ -131,7 +139,10 @@ def serve(config: Config) -> int:
         log.error("cannot start", extra={"fields": {"reason": f"no model passed its checks: {reasons}"}})
         return 1
     while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
-        pass
+        if reload.is_set():
+            reload.clear()
+            log.info("SIGHUP received, reloading the model repository")
+            server.reload_models()
     log.info("signal received, shutting down", extra={"fields": {"grace_seconds": config.grace_seconds}})
     server.stop()
     return 0
