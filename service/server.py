@@ -94,6 +94,7 @@ class AdderServer:
         self.drain()
         while self._inflight() > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
+        unfinished = self._inflight()  # RPCs the grace period did not let finish: grpc cancels them now
         # Left now: health Watch streams, which never end by themselves, and requests already being
         # refused. A short grace for those, not the whole period.
         self.grpc.stop(min(_LAST_GRACE_SECONDS, max(0.0, deadline - time.monotonic()))).wait()
@@ -102,7 +103,8 @@ class AdderServer:
         if self.metrics_endpoint:
             self.metrics_endpoint.stop()
         self._stopped.set()
-        log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3)}})
+        log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3),
+                                              "unfinished": int(unfinished)}})
 
     def _inflight(self) -> float:
         return self.metrics.registry.get_sample_value("adder_inflight_requests") or 0.0
