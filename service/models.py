@@ -107,8 +107,7 @@ class ModelRegistry:
             current = self.lookup(name)
             if current.state == LOADING:
                 raise FailedPrecondition(f"model {current.name} is still loading")
-            self.models[current.name] = ServedModel(current.name, current.version, UNLOADED,
-                                                    "unloaded by RepositoryModelUnload")
+            self._publish(ServedModel(current.name, current.version, UNLOADED, "unloaded by RepositoryModelUnload"))
             self._metrics.model_ready.labels(current.name).set(0)
             self._on_change(current.name, None)
         outcome = ReloadOutcome(current.name, current.version, UNLOADED_NOW)
@@ -235,9 +234,13 @@ class ModelRegistry:
         if model.files is not None:
             files = model.files
             self._metrics.describe_model(model.name, model.version, files.sha256, files.manifest, files.circuit)
-        self.models[model.name] = model
+        self._publish(model)
         self._metrics.model_ready.labels(model.name).set(1 if model.ready else 0)
         self._on_change(model.name, model.ready)
+
+    def _publish(self, model: ServedModel) -> None:
+        # A new dict, not an update: handlers iterating the old one (ListModels, drain) never see it change.
+        self.models = {**self.models, model.name: model}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ replaces a serving one; a good one replaces it without failing a request, in fli
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,3 +207,16 @@ def test_tritonclient_lists_unloads_and_loads(tmp_path):
         (DENSE_MODEL, "1", "READY"), (SPARSE_MODEL, "1", "READY")}
     assert (out["ready_after_unload"], out["ready_after_load"]) == (False, True)
     assert out["error"]["status"] == "StatusCode.NOT_FOUND" and "adder-nope" in out["error"]["message"]
+
+
+def test_a_reload_of_everything_loads_new_folders_and_keeps_models_whose_folder_went(tmp_path):
+    repository = tmp_path / "repository"
+    write_model(repository, DENSE_MODEL)
+    with running_server(repository) as server, connect(server.port) as client:
+        assert served_version(client, DENSE_MODEL) == "1"
+        write_model(repository, SPARSE_MODEL)
+        shutil.rmtree(repository / DENSE_MODEL)
+        outcomes = {o.model: o.result for o in server.models.reload()}  # what SIGHUP runs
+        assert outcomes == {SPARSE_MODEL: "loaded"}
+        assert served_version(client, SPARSE_MODEL) == "1" and served_version(client, DENSE_MODEL) == "1"
+        assert client.status(SPARSE_MODEL) == "SERVING" and client.status("") == "SERVING"
