@@ -141,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                    "processes [default both]")
     parser.add_argument("--timeout", type=float, default=10.0, help="deadline of every call, s [default 10]")
     parser.add_argument("--max-rss-growth", type=float, default=MAX_RSS_GROWTH, help="[default 0.10]")
-    parser.add_argument("--log", default="soak-server.log", help="the server's log [default soak-server.log]")
+    parser.add_argument("--log", default="bench_results/soak-server.log",
+                        help="the server's log [default bench_results/soak-server.log]")
     parser.add_argument("--json", default="", help="also write the result here")
     args = parser.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
