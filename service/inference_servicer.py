@@ -56,7 +56,8 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc("ServerMetadata")
     def ServerMetadata(self, request, context):
         # No "statistics": perf_analyzer would then call ModelStatistics, which we do not serve.
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=["model_configuration", "model_repository"])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version,
+                                         extensions=["model_configuration", "model_repository"])
 
     @rpc("ModelMetadata", lambda r: r.name)
     def ModelMetadata(self, request, context):
