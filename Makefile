@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 REPO ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps tools export run test bench protos clean
+.PHONY: setup system-deps tools export run test bench soak protos clean
 
 setup: system-deps $(STAMP)
 
@@ -54,6 +54,10 @@ test: setup tools $(REPO)/adder-sparse/1/model.onnx
 # Dense vs sparse: in-process ORT and end to end over gRPC (starts its own servers); see docs/bench.md.
 bench: setup $(REPO)/adder-sparse/1/model.onnx
 	$(PY) -m bench --repository $(REPO) --out bench_results
+
+# 64 clients for 60 s against a server process: no error, every answer a+b, RSS flat (README: Reliability).
+soak: setup $(REPO)/adder-sparse/1/model.onnx
+	$(PY) -m bench.soak --repository $(REPO)
 
 # Regenerate the committed gRPC stubs in service/generated/ (a test fails if they drift from protos/).
 protos: setup

@@ -44,12 +44,13 @@ def _caller(job: Job, channel: grpc.Channel, rng: np.random.Generator):
         expected = (a + b).tolist()
         return lambda: list(stub.AddBatch(request, timeout=job.timeout_s).sums) == expected
     pairs = [(int(x), int(y)) for x, y in rng.integers(0, 100, size=(64, 2))]
-    requests = [(adder_pb2.AddRequest(a=x, b=y, model=job.model), x + y) for x, y in pairs]
+    requests = [(adder_pb2.AddRequest(a=x, b=y, model=job.model), x + y, f"{x + y:05d}") for x, y in pairs]
     counter = iter(range(1 << 62))
 
     def add() -> bool:
-        request, expected = requests[next(counter) % len(requests)]
-        return stub.Add(request, timeout=job.timeout_s).sum == expected
+        request, expected, answer = requests[next(counter) % len(requests)]
+        response = stub.Add(request, timeout=job.timeout_s)
+        return response.sum == expected and response.answer == answer
     return add
 
 

@@ -22,13 +22,13 @@ class ServerProcess:
     """One server with the given settings; its JSON log goes to `log_path` (kept as a run artifact)."""
 
     def __init__(self, repository: Path, log_path: Path, max_batch_size: int, intra_op_threads: int,
-                 start_timeout_s: float = 180.0):
+                 start_timeout_s: float = 180.0, extra_args: tuple[str, ...] = ()):
         self.log_path = log_path
         self.settings = {"max_batch_size": max_batch_size, "intra_op_threads": intra_op_threads}
         # Port 0 and the "listening" log line: no race between picking a free port and binding it.
         self.argv = [sys.executable, "-m", "service", "--model-repository", str(repository), "--host", "127.0.0.1",
                      "--grpc-port", "0", "--metrics-port", "0", "--max-batch-size", str(max_batch_size),
-                     "--intra-op-threads", str(intra_op_threads), "--grace-seconds", "2"]
+                     "--intra-op-threads", str(intra_op_threads), "--grace-seconds", "2", *extra_args]  # last wins
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen | None = None
         self.target = ""
@@ -81,6 +81,22 @@ class ServerProcess:
                 raise ServerError(f"server exited with code {self.process.returncode} (log: {self.log_path})")
             time.sleep(0.1)
         raise ServerError(f"server not ready after {self.start_timeout_s:.0f} s (log: {self.log_path})")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def wait_for(self, message: str, timeout_s: float = 60.0, after: int = 0, **fields) -> tuple[int, dict]:
+        """The first log record at index >= `after` with this message (and these fields), and its index."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            records = self._records()
+            for i in range(after, len(records)):
+                record = records[i]
+                if record.get("message") == message and all(record.get(k) == v for k, v in fields.items()):
+                    return i, record
+            time.sleep(0.05)
+        raise ServerError(f"no {message!r} in the log after {timeout_s:.0f} s (log: {self.log_path})")
 
     def _records(self) -> list[dict]:
         records = []

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 QUEUE_DELAY_POLICIES = ("adaptive", "always")
+MODEL_CONTROL_MODES = ("none", "explicit")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Config:
     tls_key: str = ""  # PEM private key of tls_cert
     tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
     metrics_host: str = ""  # address for /metrics; empty: the same as host
+    # Triton's name: "explicit" lets any client call RepositoryModelLoad/Unload; SIGHUP reloads either way.
+    model_control_mode: str = "none"
 
 
 # Flag name -> (env var, type, help).
@@ -56,6 +59,8 @@ _OPTIONS = {
     "tls_key": ("ADDER_TLS_KEY", str, "PEM private key file of --tls-cert"),
     "tls_client_ca": ("ADDER_TLS_CLIENT_CA", str, "PEM CA file: require client certificates it signed (mTLS)"),
     "metrics_host": ("ADDER_METRICS_HOST", str, "address to bind metrics to (empty: --host)"),
+    "model_control_mode": ("ADDER_MODEL_CONTROL_MODE", str,
+                           "none, or explicit to allow the RepositoryModelLoad/Unload RPCs (SIGHUP reloads either way)"),
 }
 
 
@@ -99,6 +104,9 @@ def _checked(config: Config) -> Config:
         problems.append("tls_cert and tls_key go together: set both or neither")
     if config.tls_client_ca and not config.tls_cert:
         problems.append("tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+    if config.model_control_mode not in MODEL_CONTROL_MODES:
+        problems.append(f"model_control_mode must be one of {', '.join(MODEL_CONTROL_MODES)}, "
+                        f"got {config.model_control_mode!r}")
     if problems:
         raise SystemExit("invalid configuration: " + "; ".join(problems))
     return config

@@ -52,6 +52,12 @@ class Cancelled(AdderError):
     code = grpc.StatusCode.CANCELLED
 
 
+class FailedPrecondition(AdderError):
+    """The server's state or configuration does not allow it (a bad model version, model control off)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 def rpc(method: str, model_of: Callable[[object], str] | None = None) -> Callable:
     """Decorate a servicer method: map errors to status codes, count in-flight, time it by code.
 

@@ -39,12 +39,18 @@ class Health:
                 self._status[name] = status
                 self.servicer.set(name, status)
 
-    def model_changed(self, model: str, ready: bool) -> None:
+    def model_changed(self, model: str, ready: bool | None) -> None:
+        """`ready` None: unloaded on purpose, so no longer part of overall readiness."""
         if self._draining:
             return
-        self._ready[model] = ready
+        if model not in self._models:  # a model folder added since start-up, loaded by a reload
+            self._models.append(model)
+        if ready is None:
+            self._ready.pop(model, None)
+        else:
+            self._ready[model] = ready
         self._set(model, SERVING if ready else NOT_SERVING)
-        overall = SERVING if all(self._ready.values()) else NOT_SERVING
+        overall = SERVING if self._ready and all(self._ready.values()) else NOT_SERVING
         for name in (OVERALL, *SERVICES):
             self._set(name, overall)
 

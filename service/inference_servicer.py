@@ -4,16 +4,18 @@ from importlib import metadata
 
 from contract import INPUT_A, INPUT_B, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
 from service.config import Config
-from service.errors import InvalidArgument, rpc, shown
+from service.errors import FailedPrecondition, InvalidArgument, rpc, shown
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.metrics import Metrics
-from service.models import ModelRegistry, ServedModel
+from service.models import FAILED, LOAD_FAILED, READY, REFUSED, UNLOADED, ModelRegistry, ServedModel
 from service.tensors import output_tensor, read_inputs
 from service.validation import operand_arrays
 
 SERVER_NAME = "sparse-adder"
 PLATFORM = "onnxruntime_onnx"
+# RepositoryIndex speaks Triton's state words; the reason (and ListModels) says which failure it was.
+_TRITON_STATES = {FAILED: "UNAVAILABLE", UNLOADED: "UNAVAILABLE", "": "UNAVAILABLE"}
 # The contract's tensors, for a model whose manifest could not be read.
 _DEFAULT_INPUTS = [{"name": INPUT_A, "datatype": "INT64", "shape": [-1]},
                    {"name": INPUT_B, "datatype": "INT64", "shape": [-1]}]
@@ -54,7 +56,8 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     @rpc("ServerMetadata")
     def ServerMetadata(self, request, context):
         # No "statistics": perf_analyzer would then call ModelStatistics, which we do not serve.
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version, extensions=["model_configuration"])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self.version,
+                                         extensions=["model_configuration", "model_repository"])
 
     @rpc("ModelMetadata", lambda r: r.name)
     def ModelMetadata(self, request, context):
@@ -103,6 +106,40 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             response.outputs.append(meta)
             response.raw_output_contents.append(raw)
         return response
+
+    @rpc("RepositoryIndex")
+    def RepositoryIndex(self, request, context):
+        index = pb.RepositoryIndexResponse()
+        for name, version, state, reason in self.models.index():
+            if not request.ready or state == READY:
+                index.models.add(name=name, version=version, state=_TRITON_STATES.get(state, state), reason=reason)
+        return index
+
+    @rpc("RepositoryModelLoad", lambda r: r.model_name)
+    def RepositoryModelLoad(self, request, context):
+        """Load the newest version of a model beside the one serving; swap only if it is proven right."""
+        self._allow_model_control("RepositoryModelLoad", request.model_name)
+        overrides = sorted(k for k in request.parameters if k == "config" or k.startswith("file:"))
+        if overrides:
+            raise InvalidArgument(f"parameter {overrides[0]!r} is not supported: models load only from the "
+                                  "repository, with their manifest and self-test")
+        (outcome,) = self.models.reload([request.model_name])
+        if outcome.result in (REFUSED, LOAD_FAILED):
+            raise FailedPrecondition(f"model {outcome.model} version {outcome.version} not loaded: {outcome.reason}")
+        return pb.RepositoryModelLoadResponse()
+
+    @rpc("RepositoryModelUnload", lambda r: r.model_name)
+    def RepositoryModelUnload(self, request, context):
+        self._allow_model_control("RepositoryModelUnload", request.model_name)
+        self.models.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _allow_model_control(self, method: str, model_name: str) -> None:
+        if self.config.model_control_mode != "explicit":
+            raise FailedPrecondition(f"{method} is off: start the server with ADDER_MODEL_CONTROL_MODE=explicit "
+                                     "(or send it SIGHUP to reload the repository)")
+        if not model_name:
+            raise InvalidArgument("model_name is required")
 
 
 def _tensors(model: ServedModel) -> tuple[list[dict], list[dict]]:

@@ -50,6 +50,10 @@ class Metrics:
             registry=registry)
         self.model_info = Info(
             "adder_model", "Version and sha256 of each model served.", ["model"], registry=registry)
+        self.reloads = Counter(
+            "adder_model_reloads_total", "Model (re)loads after start-up (SIGHUP, repository RPCs), by result: "
+            "loaded, unchanged, refused (bad new version, old one kept), failed, unloaded.", ["model", "result"],
+            registry=registry)
 
     def describe_model(self, name: str, version: str, sha256: str, manifest: dict, circuit: dict) -> None:
         """Publish what a model is (version, hash, sizes, sparsity); called once it is read."""

@@ -1,6 +1,11 @@
-"""The models being served: load each one, prove it right (sha256 + all 10,000 answers), route requests to it."""
+"""The models being served: load each one, prove it right (sha256 + all 10,000 answers), route requests to it.
+
+A reload (SIGHUP, RepositoryModelLoad) loads a model's newest version beside the one serving and swaps
+it in only once it has passed the same checks; requests already holding the old version finish on it.
+"""
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,14 +16,17 @@ import numpy as np
 from contract import DEFAULT_MODEL
 from service.batcher import Batcher
 from service.config import Config
-from service.errors import DeadlineExceeded, NotFound, Unavailable, shown
+from service.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable, shown
 from service.metrics import Metrics
 from service.repository import ModelFiles, RepositoryError, discover, read_model, verify_sha256
 from service.runtime import Answers, Edge, OnnxModel, circuit_edges, self_test
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, FAILED = "LOADING", "READY", "FAILED"
+LOADING, READY, FAILED, UNLOADED = "LOADING", "READY", "FAILED", "UNLOADED"
+# Outcomes of a reload, per model (also the `result` label of adder_model_reloads_total).
+RELOADED, UNCHANGED, REFUSED, LOAD_FAILED, UNLOADED_NOW = "loaded", "unchanged", "refused", "failed", "unloaded"
+_REASON_CHARS = 500
 _NO_DEADLINE = 24 * 3600.0
 
 
@@ -33,6 +41,7 @@ class ServedModel:
     batcher: Batcher | None = None
     edges: tuple[Edge, ...] = ()  # circuit edges, the column order of the `edges` output
     self_test_correct: int = 0
+    refused: tuple[str, str] | None = None  # (version, reason) of the last new version a reload refused
 
     @property
     def ready(self) -> bool:
@@ -40,12 +49,14 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """Owns every ServedModel; `on_change(name, ready)` tells health about each state change."""
+    """Owns every ServedModel; `on_change(name, ready)` tells health about each state change (ready None:
+    unloaded on purpose, no longer part of overall readiness)."""
 
-    def __init__(self, config: Config, metrics: Metrics, on_change: Callable[[str, bool], None]):
+    def __init__(self, config: Config, metrics: Metrics, on_change: Callable[[str, bool | None], None]):
         self._config = config
         self._metrics = metrics
         self._on_change = on_change
+        self._reloading = threading.Lock()  # one load/reload/unload at a time (start-up, SIGHUP, RPCs)
         self.draining = False
         self.models = {name: ServedModel(name, version) for name, version in discover(Path(config.model_repository))}
         # A single-model repository (k8s dense-only overlay) answers requests that name no model.
@@ -57,12 +68,52 @@ class ModelRegistry:
 
     @property
     def all_ready(self) -> bool:
-        return all(m.ready for m in self.models.values())
+        loaded = [m for m in self.models.values() if m.state != UNLOADED]
+        return bool(loaded) and all(m.ready for m in loaded)
 
     def load_all(self) -> None:
         """Load every model in turn; a model that fails stays FAILED and the others still load."""
-        for model in self.models.values():
-            self._load(model)
+        with self._reloading:
+            for name, model in list(self.models.items()):
+                self._install(self._prepare(name, model.version))
+
+    def reload(self, names: list[str] | None = None) -> list["ReloadOutcome"]:
+        """Load the newest version of `names` (None: every model in the repository) beside what serves.
+
+        A candidate that passes every check replaces the model; one that fails leaves a serving model
+        serving (REFUSED) and only replaces a model that was not serving anyway (FAILED). A model whose
+        files did not change is left alone (UNCHANGED). Raises NotFound for a name not in the repository.
+        """
+        with self._reloading:
+            if self.draining:
+                raise Unavailable("server is shutting down; no reloads")
+            try:
+                found = dict(discover(Path(self._config.model_repository)))
+            except RepositoryError as error:  # the folder is gone or empty: keep serving what is loaded
+                raise FailedPrecondition(f"cannot reload: {error}") from None
+            for name in names or []:
+                if name not in found:
+                    raise NotFound(f"model {name!r} not in the repository; models there: {', '.join(found)}")
+            outcomes = [self._reload_one(name, found[name]) for name in (names or found)]
+        for outcome in outcomes:
+            self._metrics.reloads.labels(outcome.model, outcome.result).inc()
+            level = logging.WARNING if outcome.result in (REFUSED, LOAD_FAILED) else logging.INFO
+            log.log(level, "model reload", extra={"fields": vars(outcome)})
+        return outcomes
+
+    def unload(self, name: str) -> "ReloadOutcome":
+        """Stop serving `name`: new requests UNAVAILABLE, requests already running finish."""
+        with self._reloading:
+            current = self.lookup(name)
+            if current.state == LOADING:
+                raise FailedPrecondition(f"model {current.name} is still loading")
+            self._publish(ServedModel(current.name, current.version, UNLOADED, "unloaded by RepositoryModelUnload"))
+            self._metrics.model_ready.labels(current.name).set(0)
+            self._on_change(current.name, None)
+        outcome = ReloadOutcome(current.name, current.version, UNLOADED_NOW)
+        self._metrics.reloads.labels(current.name, UNLOADED_NOW).inc()
+        log.info("model unloaded", extra={"fields": vars(outcome)})
+        return outcome
 
     def get(self, name: str, version: str = "") -> ServedModel:
         """The ready model named `name` ("" = adder-sparse, or the only model); raises NotFound or Unavailable."""
@@ -113,13 +164,52 @@ class ModelRegistry:
             if model.batcher is not None:
                 model.batcher.close()
 
-    def _load(self, model: ServedModel) -> None:
-        start = time.perf_counter()
-        repository = Path(self._config.model_repository)
+    def index(self) -> list[tuple[str, str, str, str]]:
+        """(name, version, state, reason) of every model served, every version a reload refused, and
+        every model folder in the repository not loaded yet (state "")."""
+        rows = []
+        for model in list(self.models.values()):
+            rows.append((model.name, model.version, model.state, model.reason))
+            if model.refused is not None and model.refused[0] != model.version:
+                rows.append((model.name, model.refused[0], FAILED, model.refused[1]))
         try:
-            model.files = read_model(repository, model.name, model.version)
-            files = model.files
-            self._metrics.describe_model(model.name, model.version, files.sha256, files.manifest, files.circuit)
+            found = discover(Path(self._config.model_repository))
+        except RepositoryError:
+            found = []
+        rows += [(name, version, "", "in the repository, not loaded") for name, version in found
+                 if name not in self.models]
+        return rows
+
+    def _reload_one(self, name: str, version: str) -> "ReloadOutcome":
+        current = self.models.get(name)
+        if current is not None and current.ready and current.version == version and self._same_files(current):
+            return ReloadOutcome(name, version, UNCHANGED)
+        candidate = self._prepare(name, version)
+        if candidate.ready or current is None or not current.ready:
+            self._install(candidate)
+            return ReloadOutcome(name, version, RELOADED if candidate.ready else LOAD_FAILED, candidate.reason)
+        current.refused = (version, candidate.reason)
+        return ReloadOutcome(name, version, REFUSED,
+                             f"{candidate.reason}; still serving version {current.version}")
+
+    def _same_files(self, model: ServedModel) -> bool:
+        """Whether the files on disk are what `model` serves (manifest, circuit, ONNX bytes)."""
+        try:
+            files = read_model(Path(self._config.model_repository), model.name, model.version)
+        except RepositoryError:
+            return False
+        return (files.sha256, files.manifest, files.circuit) == (model.files.sha256, model.files.manifest,
+                                                                 model.files.circuit)
+
+    def _prepare(self, name: str, version: str) -> ServedModel:
+        """A new ServedModel for one version, READY once proven right or FAILED with a one-line reason.
+
+        It touches nothing that serves: _install publishes it.
+        """
+        start = time.perf_counter()
+        model = ServedModel(name, version)
+        try:
+            model.files = files = read_model(Path(self._config.model_repository), name, version)
             verify_sha256(files)
             model.edges = tuple(circuit_edges(files.circuit))
             model.runtime = OnnxModel(files.onnx_path, self._config.intra_op_threads)
@@ -129,21 +219,45 @@ class ModelRegistry:
                 raise RepositoryError(f"self-test failed: {result.correct}/{result.total} right, "
                                       f"first wrong: {result.first_wrong}")
         except Exception as error:  # any failure (files, hash, ORT refusing the graph, self-test) = FAILED
-            model.state, model.reason = FAILED, str(error)
-            log.error("model failed", extra={"fields": {"model": model.name, "version": model.version,
-                                                        "reason": model.reason}})
-            self._on_change(model.name, False)
-            return
-        model.batcher = Batcher(model.name, model.runtime.run, self._metrics, self._config.max_batch_size,
+            model.state, model.reason, model.runtime = FAILED, _one_line(str(error) or type(error).__name__), None
+            log.error("model failed", extra={"fields": {"model": name, "version": version, "reason": model.reason}})
+            return model
+        model.batcher = Batcher(name, model.runtime.run, self._metrics, self._config.max_batch_size,
                                 self._config.max_queue_delay_us / 1e6,
                                 adaptive=self._config.queue_delay_policy == "adaptive")
         model.state = READY
-        self._metrics.model_ready.labels(model.name).set(1)
-        manifest, circuit = model.files.manifest, model.files.circuit
+        manifest = files.manifest
         log.info("model ready", extra={"fields": {
-            "model": model.name, "version": model.version, "sha256": model.files.sha256,
-            "size_bytes": model.files.size_bytes, "self_test": f"{result.correct}/{result.total}",
+            "model": name, "version": version, "sha256": files.sha256,
+            "size_bytes": files.size_bytes, "self_test": f"{result.correct}/{result.total}",
             "parameters": manifest.get("parameters", {}), "circuit_edges": len(model.edges),
-            "density": manifest.get("edges", {}).get("density", circuit.get("density")),
+            "density": manifest.get("edges", {}).get("density", files.circuit.get("density")),
             "seconds": round(time.perf_counter() - start, 3)}})
-        self._on_change(model.name, True)
+        return model
+
+    def _install(self, model: ServedModel) -> None:
+        """Publish a prepared model: requests that already hold the previous one finish on it."""
+        if model.files is not None:
+            files = model.files
+            self._metrics.describe_model(model.name, model.version, files.sha256, files.manifest, files.circuit)
+        self._publish(model)
+        self._metrics.model_ready.labels(model.name).set(1 if model.ready else 0)
+        self._on_change(model.name, model.ready)
+
+    def _publish(self, model: ServedModel) -> None:
+        # A new dict, not an update: handlers iterating the old one (ListModels, drain) never see it change.
+        self.models = {**self.models, model.name: model}
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    model: str
+    version: str
+    result: str  # RELOADED, UNCHANGED, REFUSED, LOAD_FAILED or UNLOADED_NOW
+    reason: str = ""
+
+
+def _one_line(text: str) -> str:
+    """A reason for a log field, ListModels and a status message: one line, bounded."""
+    text = " ".join(text.split())
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS - 3] + "..."

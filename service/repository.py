@@ -50,6 +50,7 @@ def read_model(repository: Path, name: str, version: str) -> ModelFiles:
     folder = repository / name / version
     manifest = _read_json(folder / MANIFEST_FILE)
     circuit = _read_json(folder / CIRCUIT_FILE)
+    _check_manifest(folder / MANIFEST_FILE, manifest)
     onnx_path = folder / manifest.get("file", MODEL_FILE)
     try:
         data = onnx_path.read_bytes()
@@ -66,10 +67,23 @@ def verify_sha256(files: ModelFiles) -> None:
                               f"file is {files.sha256}")
 
 
+def _check_manifest(path: Path, manifest: dict) -> None:
+    """The fields the service relies on; the descriptive ones (inputs, parameters, ...) have defaults."""
+    sha256 = manifest.get("sha256")
+    if not isinstance(sha256, str) or not sha256:
+        raise RepositoryError(f"{path} lacks the field 'sha256' (hex sha256 of the ONNX file)")
+    file = manifest.get("file", MODEL_FILE)
+    if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+        raise RepositoryError(f"{path}: 'file' must name a file in its own folder, got {file!r}")
+
+
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except OSError as error:
         raise RepositoryError(f"cannot read {path}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RepositoryError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise RepositoryError(f"{path} is not a JSON object")
+    return value

@@ -82,6 +82,13 @@ class AdderServer:
             "ready": [m.name for m in self.models.models.values() if m.ready],
             "failed": {m.name: m.reason for m in self.models.models.values() if not m.ready}}})
 
+    def reload_models(self) -> None:
+        """SIGHUP: reload every model in the repository; a bad new version never replaces a serving one."""
+        try:
+            self.models.reload()
+        except Exception as error:  # e.g. the repository folder is gone: keep serving what is loaded
+            log.error("reload failed", extra={"fields": {"reason": " ".join(str(error).split())}})
+
     def drain(self) -> None:
         """Stop taking new work: health NOT_SERVING, new requests UNAVAILABLE, queued batches run now."""
         if not self.models.draining:
@@ -99,6 +106,7 @@ class AdderServer:
         self.drain()
         while self._inflight() > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
+        unfinished = self._inflight()  # RPCs the grace period did not let finish: grpc cancels them now
         # Left now: health Watch streams, which never end by themselves, and requests already being
         # refused. A short grace for those, not the whole period.
         self.grpc.stop(min(_LAST_GRACE_SECONDS, max(0.0, deadline - time.monotonic()))).wait()
@@ -107,12 +115,13 @@ class AdderServer:
         if self.metrics_endpoint:
             self.metrics_endpoint.stop()
         self._stopped.set()
-        log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3)}})
+        log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3),
+                                              "unfinished": int(unfinished)}})
 
     def _inflight(self) -> float:
         return self.metrics.registry.get_sample_value("adder_inflight_requests") or 0.0
 
-    def _model_changed(self, name: str, ready: bool) -> None:
+    def _model_changed(self, name: str, ready: bool | None) -> None:
         self.health.model_changed(name, ready)
 
 
@@ -131,13 +140,23 @@ def serve(config: Config) -> int:
     except (RepositoryError, OSError) as error:
         log.error("cannot start", extra={"fields": {"reason": str(error)}})
         return 1
-    stop = threading.Event()
+    stop, reload = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())
+    signal.signal(signal.SIGHUP, lambda number, frame: reload.set())  # the default action would kill us
     server.start()
     server.load_models()
+    if not any(m.ready for m in server.models.models.values()) and not stop.is_set():
+        # Nothing to serve: fail fast and visibly (a restart loop) instead of running unready.
+        server.stop(grace=0)
+        reasons = "; ".join(f"{m.name}: {m.reason}" for m in server.models.models.values())
+        log.error("cannot start", extra={"fields": {"reason": f"no model passed its checks: {reasons}"}})
+        return 1
     while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
-        pass
+        if reload.is_set():
+            reload.clear()
+            log.info("SIGHUP received, reloading the model repository")
+            server.reload_models()
     log.info("signal received, shutting down", extra={"fields": {"grace_seconds": config.grace_seconds}})
     server.stop()
     return 0
