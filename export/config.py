@@ -48,6 +48,7 @@ class SparsifyConfig:
     # then train the deterministic inference gates (straight-through sigmoid) at the floor lr and final tau
     polish_steps: int = 0
     polish_mine: int = 64  # at most this many still-wrong training problems join every polish batch
+    polish_lambda_max: float = 10.0
     polish_tau_margin: float = 0.0005  # noise-free gates: CE must come near the base's own for every answer to be right
     eval_every: int = 100
     patience_evals: int = 15  # stop when the best exact checkpoint has not improved for this many evals

@@ -122,10 +122,16 @@ class AdderTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, attn_gates: str = "off", neuron_gates: str = "off"):
         """tokens (B, T) -> logits (B, T, vocab), per-layer gates, attention density, neuron density."""
-        T = tokens.shape[1]
-        x = self.tok_emb(tokens) + self.pos_emb.weight[:T]  # (B, T, d)
+        return self.forward_from(self.embed(tokens), 0, attn_gates, neuron_gates)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The residual stream entering block 0: (B, T) -> (B, T, d)."""
+        return self.tok_emb(tokens) + self.pos_emb.weight[:tokens.shape[1]]
+
+    def run_blocks(self, x: torch.Tensor, first: int, last: int, attn_gates: str, neuron_gates: str):
+        """Blocks first..last-1 on the residual x -> (x, their gates, attention and neuron densities)."""
         all_gates, attn_density, neuron_density = [], [], []
-        for block in self.blocks:
+        for block in self.blocks[first:last]:
             y, gates, density = block.attn(block.ln_1(x), attn_gates)
             x = x + y
             m, n_density = block.mlp(block.ln_2(x), neuron_gates)
@@ -133,6 +139,12 @@ class AdderTransformer(nn.Module):
             all_gates.append(gates)
             attn_density.append(density)
             neuron_density.append(n_density)
+        return x, all_gates, attn_density, neuron_density
+
+    def forward_from(self, x: torch.Tensor, first: int, attn_gates: str = "off", neuron_gates: str = "off"):
+        """forward() resumed at block `first` with its input residual x (pruning reuses the layers before)."""
+        x, all_gates, attn_density, neuron_density = self.run_blocks(x, first, len(self.blocks),
+                                                                     attn_gates, neuron_gates)
         logits = self.unembed(self.ln_f(x))
         attn_d = torch.stack(attn_density).mean() if attn_gates != "off" else None
         neuron_d = torch.stack(neuron_density).mean() if neuron_gates == "sample" else None

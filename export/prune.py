@@ -15,23 +15,22 @@ from export.task import ANSWER_START, PREDICT_FROM
 
 
 @torch.no_grad()
-def neuron_importance(model: AdderTransformer, tokens: torch.Tensor, layer: int) -> torch.Tensor:
-    """(d_mlp,) mean |GELU output| x |proj column| over the domain; closed neurons get +inf."""
-    captured = {}
+def neuron_importance(model: AdderTransformer, x: torch.Tensor, layer: int) -> torch.Tensor:
+    """(d_mlp,) mean |GELU output| x |proj column| over the domain, from the block's input residual x;
+    closed neurons get +inf."""
     block = model.blocks[layer]
-    hook = block.ln_2.register_forward_hook(lambda m, i, o: captured.setdefault("h", o))
-    model(tokens[:, :-1], "hard", "hard")
-    hook.remove()
-    act = F.gelu(block.mlp.fc(captured["h"])).abs().mean(dim=(0, 1))
+    y, _, _ = block.attn(block.ln_1(x), "hard")
+    act = F.gelu(block.mlp.fc(block.ln_2(x + y))).abs().mean(dim=(0, 1))
     score = act * block.mlp.proj.weight.norm(dim=0)
     return torch.where(block.mlp.neuron_mask(), score, torch.full_like(score, float("inf")))
 
 
 @torch.no_grad()
-def _same_answers_and_edges(model: AdderTransformer, tokens: torch.Tensor) -> tuple[bool, int]:
-    """One hard-gate pass over the model's own greedy sequences: are all answers unchanged (teacher
-    forcing on them equals greedy decoding exactly when they are), and the total active edges."""
-    logits, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
+def _answers_and_edges(model: AdderTransformer, x: torch.Tensor, first: int, tokens: torch.Tensor) -> tuple[bool, int]:
+    """Blocks first.. on their cached input x (hard gates) over the model's own greedy sequences:
+    are all answers unchanged (teacher forcing on them equals greedy decoding exactly when they
+    are), and the active edges of those blocks."""
+    logits, gates, _, _ = model.forward_from(x, first, "hard", "hard")
     right = (logits[:, PREDICT_FROM:].argmax(-1) == tokens[:, ANSWER_START:]).all()
     return bool(right), int(sum(g.sum() for g in gates))
 
@@ -40,15 +39,20 @@ def _same_answers_and_edges(model: AdderTransformer, tokens: torch.Tensor) -> tu
 def prune_neurons(model: AdderTransformer, tokens: torch.Tensor) -> list[int]:
     """Close neurons in place while every answer is unchanged and no denser; return neurons kept per layer."""
     tokens = torch.cat([tokens[:, :ANSWER_START], greedy_digits(model, tokens, gated=True)], dim=1)
-    max_edges = _same_answers_and_edges(model, tokens)[1]
-
-    def still_good() -> bool:
-        exact, edges = _same_answers_and_edges(model, tokens)
-        return exact and edges <= max_edges
+    embedded = model.embed(tokens[:, :-1])
+    max_edges = _answers_and_edges(model, embedded, 0, tokens)[1]
 
     for layer, block in enumerate(model.blocks):
+        # closing neurons of this layer cannot change the blocks before it: run those once
+        x, gates_before, _, _ = model.run_blocks(embedded, 0, layer, "hard", "hard")
+        edges_before = int(sum(g.sum() for g in gates_before))
+
+        def still_good() -> bool:
+            exact, edges = _answers_and_edges(model, x, layer, tokens)
+            return exact and edges_before + edges <= max_edges
+
         logits = block.mlp.neuron_logits
-        order = neuron_importance(model, tokens, layer).argsort()
+        order = neuron_importance(model, x, layer).argsort()
         kept = int(block.mlp.neuron_mask().sum())
         saved = logits.clone()
         lo, hi = 0, kept  # largest k such that closing the k least important keeps the model good

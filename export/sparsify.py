@@ -121,6 +121,8 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         loss.backward()
         opt.step()
         lam, c_hat = geco_update(lam, c_hat, ce.item() - tau, tau, sc)
+        if attn_mode == "polish":  # a cap keeps the density's pull while the last answers are repaired
+            lam = min(lam, sc.polish_lambda_max)
         if (step + 1) % sc.eval_every:
             continue
         model.eval()
