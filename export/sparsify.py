@@ -109,7 +109,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         for group, base_lr in zip(opt.param_groups, (sc.lr, sc.neuron_gate_lr)):
             group["lr"] = base_lr * decay
         batch = train_tokens[torch.randint(len(train_tokens), (sc.batch_size,), generator=gen)]
-        if attn_mode == "polish":  # every step sees the few training problems still answered wrong
+        if step >= sc.max_steps:  # every step sees the few training problems still answered wrong
             batch = torch.cat([batch, wrong[:sc.polish_mine]])
         model.train()
         logits, attn_d, neuron_d = answer_logits(model, batch, attn_mode, neuron_mode)
@@ -121,7 +121,7 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
         loss.backward()
         opt.step()
         lam, c_hat = geco_update(lam, c_hat, ce.item() - tau, tau, sc)
-        if attn_mode == "polish":  # a cap keeps the density's pull while the last answers are repaired
+        if step >= sc.max_steps:  # a cap keeps the density's pull while the last answers are repaired
             lam = min(lam, sc.polish_lambda_max)
         if (step + 1) % sc.eval_every:
             continue
