@@ -84,5 +84,7 @@ def test_real_sparse_build_is_smaller_and_sparse():
     assert s_manifest["parameters"]["kept"] < d_manifest["parameters"]["kept"]
     # far fewer edges per problem than the dense build's every causal pair
     assert s_circuit["edges_per_problem"]["mean"] * 20 < d_manifest["edges"]["per_problem_mean"]
+    # ... and at most the config's target share of all causal pairs (1.5% by default), while exact
+    assert s_circuit["density"] <= s_manifest["config"]["sparsify"]["target_edge_density"]
     assert OUTPUT_EDGES in [o.name for o in s_graph.graph.output]
     assert (REAL_REPOSITORY / FIGURE_FILE).stat().st_size > 10_000
