@@ -83,8 +83,8 @@ class Batcher:
             if self._busy:
                 self._queue.append(request)
                 self._queued_rows += request.rows
-                if self._queued_rows >= self._max_rows:
-                    self._full.notify()
+                # a leader waiting to fill its batch counts its own rows too: let it take this one now
+                self._full.notify()
             else:
                 self._busy = True
                 request.state = _LEAD

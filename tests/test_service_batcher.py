@@ -180,22 +180,29 @@ def test_a_caller_whose_deadline_passes_while_leading_alone_is_not_run():
 
 
 def test_adaptive_delay_spares_a_lone_caller_and_waits_after_a_batch_of_several():
+    # A 30 s delay: a caller that waited for company would outlive every bound below, so the test
+    # tells waiting from not waiting by what ran together, never by timing a call.
     model = PausableModel()
-    batcher, _ = make(model, delay=0.3, adaptive=True)
-    started = time.perf_counter()
+    batcher, _ = make(model, max_batch_size=2, delay=30.0, adaptive=True)
     results = {}
-    first = submit(batcher, [1], results)  # lone: runs at once, no 0.3 s wait
-    assert model.started.wait(10) and time.perf_counter() - started < 0.25
+    first = submit(batcher, [1], results)  # lone: runs at once
+    assert model.started.wait(10)
     threads = [submit(batcher, [v], results) for v in (2, 3)]
     wait_queued(batcher, 2)
     model.release.set()  # [2, 3] run as a batch of two callers: traffic is concurrent now
     for t in (first, *threads):
         t.join(10)
     assert model.calls == [[1], [2, 3]]
-    started = time.perf_counter()
-    assert batcher.infer(np.array([4]), np.array([4])).sums.tolist() == [8]  # waited for company
-    assert time.perf_counter() - started >= 0.25
-    started = time.perf_counter()
-    assert batcher.infer(np.array([5]), np.array([5])).sums.tolist() == [10]  # alone again: no wait
-    assert time.perf_counter() - started < 0.25
+    waiting = submit(batcher, [4], results)  # after a batch of several: waits for company
+    time.sleep(0.2)
+    assert model.calls == [[1], [2, 3]] and waiting.is_alive()
+    company = submit(batcher, [5], results)
+    for t in (waiting, company):
+        t.join(10)
+    assert sorted(model.calls[2]) == [4, 5] and results[4] == [8] and results[5] == [10]
+    with pytest.raises(DeadlineExceeded):  # waits again, alone, until its deadline: a batch of one caller
+        batcher.infer(np.array([6]), np.array([6]), 0.1)
+    alone = submit(batcher, [7], results)  # after a batch of one caller: no wait
+    alone.join(10)
+    assert not alone.is_alive() and results[7] == [14] and model.calls[-1] == [7]
     batcher.close()
