@@ -17,23 +17,21 @@ def answer_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, ANSWER_START:].reshape(-1))
 
 
+def answers_exact(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(N,) bool from full-sequence (N, T, vocab) or answer (N, 5, vocab) logits: every digit right."""
+    return (logits[:, -(tokens.shape[1] - ANSWER_START):].argmax(-1) == tokens[:, ANSWER_START:]).all(dim=1)
+
+
 @torch.no_grad()
-def predicted_digits(model, tokens: torch.Tensor, gated: bool) -> torch.Tensor:
-    """(N, 5) predicted answer digits.
+def exact_mask(model, tokens: torch.Tensor, gated: bool) -> torch.Tensor:
+    """(N,) bool: the whole 5-digit answer is right.
 
     Teacher forcing feeds the true answer prefix; a problem is answered exactly under greedy
     decoding iff every teacher-forced prediction is right (induction over the five steps), so
     exact-match counts are the same as greedy decoding's and one forward pass suffices.
     """
     mode = "hard" if gated else "off"
-    logits, _, _ = answer_logits(model, tokens, mode, mode)
-    return logits.argmax(-1)
-
-
-@torch.no_grad()
-def exact_mask(model, tokens: torch.Tensor, gated: bool) -> torch.Tensor:
-    """(N,) bool: the whole 5-digit answer is right."""
-    return (predicted_digits(model, tokens, gated) == tokens[:, ANSWER_START:]).all(dim=1)
+    return answers_exact(answer_logits(model, tokens, mode, mode)[0], tokens)
 
 
 @torch.no_grad()

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from export.model import AdderTransformer
-from export.evaluate import greedy_digits
-from export.task import ANSWER_START, PREDICT_FROM
+from export.evaluate import answers_exact, greedy_digits
+from export.task import ANSWER_START
 
 
 @torch.no_grad()
@@ -31,7 +31,7 @@ def _answers_and_edges(model: AdderTransformer, x: torch.Tensor, first: int, tok
     are all answers unchanged (teacher forcing on them equals greedy decoding exactly when they
     are), and the active edges of those blocks."""
     logits, gates, _, _ = model.forward_from(x, first, "hard", "hard")
-    right = (logits[:, PREDICT_FROM:].argmax(-1) == tokens[:, ANSWER_START:]).all()
+    right = answers_exact(logits, tokens).all()
     return bool(right), int(sum(g.sum() for g in gates))
 
 

@@ -15,9 +15,9 @@ import torch
 from tqdm import tqdm
 
 from export.config import ExportConfig, SparsifyConfig
-from export.evaluate import answer_logits, answer_loss
+from export.evaluate import answer_logits, answer_loss, answers_exact
 from export.model import AdderTransformer
-from export.task import ANSWER_START, PREDICT_FROM, Domain
+from export.task import Domain
 
 
 class SparsificationError(RuntimeError):
@@ -73,7 +73,7 @@ def hard_eval(model: AdderTransformer, tokens: torch.Tensor) -> tuple[torch.Tens
     """One pass with the inference gates: (which problems are exact, mean per-problem active-edge
     fraction, neurons kept per layer). Exact under teacher forcing equals exact under greedy decoding."""
     logits, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
-    exact = (logits[:, PREDICT_FROM:].argmax(-1) == tokens[:, ANSWER_START:]).all(dim=1)
+    exact = answers_exact(logits, tokens)
     T = gates[0].shape[-1]
     possible = len(gates) * gates[0].shape[1] * T * (T + 1) // 2
     active = sum(g.sum(dim=(1, 2, 3)) for g in gates)  # (N,)

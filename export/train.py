@@ -8,9 +8,9 @@ import torch
 from tqdm import tqdm
 
 from export.config import ExportConfig
-from export.evaluate import answer_logits, answer_loss, exact_mask
+from export.evaluate import answer_logits, answer_loss, answers_exact, exact_mask
 from export.model import AdderTransformer
-from export.task import ANSWER_START, Domain
+from export.task import Domain
 
 
 @dataclass
@@ -53,9 +53,8 @@ def train_base(cfg: ExportConfig, domain: Domain, progress: bool = True) -> Base
         if decay_from is not None or (step + 1) % tc.eval_every:
             continue
         # the whole-domain check (seconds) only once this batch is all exact: it cannot be 100% before
-        batch_exact = (logits.argmax(-1) == batch[:, ANSWER_START:]).all(dim=1).float().mean().item()
-        acc = batch_exact
-        if batch_exact == 1.0:
+        acc = answers_exact(logits, batch).float().mean().item()
+        if acc == 1.0:
             model.eval()
             acc = exact_mask(model, tokens, gated=False).float().mean().item()
             if acc == 1.0:
