@@ -44,6 +44,9 @@ class GatedSelfAttention(nn.Module):
         self.W_V = nn.Parameter(torch.randn(h, d, dh) * 0.02)
         self.W_O = nn.Parameter(torch.randn(h, dh, d) * 0.02 / math.sqrt(2 * cfg.n_layers))
         self.register_buffer("causal", torch.tril(torch.ones(N_POSITIONS, N_POSITIONS, dtype=torch.bool)))
+        # (h, T, T) edges allowed to open: all causal pairs until the circuit's edge set is frozen
+        # (freeze_edge_set), so later training phases cannot grow the circuit
+        self.register_buffer("open_edges", self.causal.expand(h, -1, -1).clone())
 
     def forward(self, x: torch.Tensor, gate_mode: str):
         """x (B, T, d) -> (y (B, T, d), gates (B, h, T, T) or None, expected density scalar or None)."""
@@ -64,7 +67,7 @@ class GatedSelfAttention(nn.Module):
                 gates = straight_through((g > 0).to(x.dtype), torch.sigmoid(g))
             else:
                 gates = (g > 0).to(x.dtype)
-            gates = gates * causal
+            gates = gates * (causal & self.open_edges[:, :T, :T])
             weights = weights * gates  # no renormalisation: kept weights sum to <= 1
             density = (torch.sigmoid(g) * causal).sum() / (g.shape[0] * g.shape[1] * causal.sum())
         y = (weights @ v).transpose(1, 2).reshape(B, T, -1) @ self.W_O.reshape(-1, d)  # (B, T, d)
@@ -151,6 +154,26 @@ class AdderTransformer(nn.Module):
         return logits, all_gates, attn_d, neuron_d
 
 
+@torch.no_grad()
+def freeze_edge_set(model: "AdderTransformer", gates: list[torch.Tensor]) -> None:
+    """Allow from now on only the edges active somewhere in `gates` (per layer, (N, h, T, T))."""
+    for block, layer_gates in zip(model.blocks, gates):
+        used = layer_gates.bool().any(dim=0)  # (h, T, T)
+        T = used.shape[-1]
+        block.attn.open_edges.zero_()
+        block.attn.open_edges[:, :T, :T] = used
+
+
+def load_state(model: AdderTransformer, state: dict) -> AdderTransformer:
+    """load_state_dict that also takes states saved before open_edges existed (every edge open)."""
+    state = dict(state)
+    for name, buffer in model.state_dict().items():
+        if name.endswith("open_edges"):
+            state.setdefault(name, buffer)
+    model.load_state_dict(state)
+    return model
+
+
 def save_checkpoint(model: AdderTransformer, path, gated: bool, extra: dict | None = None) -> None:
     """The checkpoint carries the config that made it (and whether its gates are in use)."""
     torch.save({"config": asdict(model.cfg), "gated": gated, "state_dict": model.state_dict(),
@@ -161,6 +184,6 @@ def load_checkpoint(path) -> AdderTransformer:
     """Rebuild a model from save_checkpoint's file; `model.gated` tells which gate mode it serves with."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = AdderTransformer(ModelConfig(**blob["config"]))
-    model.load_state_dict(blob["state_dict"])
+    load_state(model, blob["state_dict"])
     model.gated = blob["gated"]
     return model.eval()

@@ -12,14 +12,16 @@ from export.circuit import active_edges, extract_circuit
 from export.compile import compile_model
 from export.config import ExportConfig
 from export.figure import draw_figure
-from export.repository import write_build
+from export.fingerprint import FINGERPRINT_FILE, export_fingerprint
 from export.prune import prune_neurons
-from export.sparsify import sparsify
+from export.repository import write_build
+from export.sparsify import SparsificationError, sparsify
+from export.staging import staged_repository
 from export.task import PREDICT_FROM, N_POSITIONS, make_domain
 from export.train import train_or_reuse_base
-
-BASE_CACHE_FILE = ".base-cache.pt"  # the trained base model, reused by a re-export with the same settings
 from export.verify import session, verify_build
+
+BASE_CACHE_FILE = ".base-cache.pt"  # the trained base model, reused while its code and settings are unchanged
 
 
 @dataclass
@@ -53,8 +55,26 @@ def median_latency_ms(model_bytes: bytes, batch: int, calls: int) -> float:
     return float(np.median(times) * 1e3)
 
 
+def check_neuron_target(cfg: ExportConfig, kept: list[int]) -> None:
+    """The sparse build keeps at most the configured fraction of MLP neurons, or the export fails."""
+    fraction = sum(kept) / (cfg.model.d_mlp * len(kept))
+    if fraction > cfg.sparsify.target_neuron_fraction:
+        raise SparsificationError(f"the sparse model keeps {fraction:.1%} of MLP neurons {kept}, over the "
+                                  f"target {cfg.sparsify.target_neuron_fraction:.0%}")
+
+
 def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=print) -> ExportReport:
-    """Build and prove both builds; raise VerificationError if either is not exact."""
+    """Build and prove both builds into a staging folder that replaces `repository` only when
+    complete; raise SparsificationError or VerificationError (repository untouched) otherwise."""
+    with staged_repository(repository, keep=(BASE_CACHE_FILE,)) as staging:
+        report = build_repository(cfg, staging, progress, log)
+        # written last: a repository without it is incomplete, hence stale
+        (staging / FINGERPRINT_FILE).write_text(export_fingerprint(cfg) + "\n")
+    return report
+
+
+def build_repository(cfg: ExportConfig, repository: Path, progress: bool, log) -> ExportReport:
+    """Every stage of the export, written into `repository` (a fresh staging folder)."""
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     report = ExportReport()
@@ -66,6 +86,7 @@ def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=p
     sparse = sparsify(cfg, domain, base.model, base.final_ce, progress)
     if cfg.sparsify.prune_neurons:
         sparse.neurons_kept = prune_neurons(sparse.model, domain.tokens)
+    check_neuron_target(cfg, sparse.neurons_kept)
     log(f"sparse: best step {sparse.best_step} of {sparse.steps}, edge density {sparse.edge_density:.4%}, "
         f"neurons {sparse.neurons_kept}")
     clock.lap("sparsify")
@@ -77,7 +98,7 @@ def run_export(cfg: ExportConfig, repository: Path, progress: bool = True, log=p
                 for name, m, gated in builds}
     clock.lap("compile")
     training = {"base_steps": base.steps, "base_final_ce": base.final_ce, "sparse_steps": sparse.steps,
-                "sparse_best_step": sparse.best_step, "tau": sparse.tau,
+                "sparse_best_step": sparse.best_step, "tau": sparse.tau, "sparse_rounds": sparse.rounds,
                 "seconds": {"base": round(base.seconds, 1), "sparsify": round(sparse.seconds, 1)},
                 "sparsify_history": sparse.history}
     for name, m, gated in builds:

@@ -1,9 +1,13 @@
-"""Post-train the base model with gated attention (and neurons) under a GECO-constrained objective.
+"""Post-train the base model to sparse attention, then sparse MLP neurons, under GECO constraints.
 
-minimise  E[edge density] + w * E[neuron density]   subject to   CE <= tau,  tau = base CE + margin
+Each phase minimises   E[density]   subject to   CE <= tau,  tau = base CE + margin,
 as the Lagrangian  density + lambda * (CE - tau), with lambda <- lambda * exp(eta * EMA(CE - tau)).
-The kept checkpoint is selected on the *deterministic* gates: the sparsest one that is still exact
-on all 10,000 problems (noisy-gate CE can sit under tau while hard-gate accuracy is far lower).
+Checkpoints are selected on the *deterministic* gates: the sparsest one that is still exact on all
+10,000 problems (noisy-gate CE can sit under tau while hard-gate accuracy is far lower).
+
+The schedule (see SparsifyConfig): an attention round; while no exact checkpoint is under the
+edge target, repair (polish) and noisy rounds in turn, up to `extra_rounds`; then the circuit's
+edge set is frozen and a neuron phase gates the MLP.
 """
 
 import copy
@@ -16,12 +20,12 @@ from tqdm import tqdm
 
 from export.config import ExportConfig, SparsifyConfig
 from export.evaluate import answer_logits, answer_loss, answers_exact
-from export.model import AdderTransformer
+from export.model import AdderTransformer, freeze_edge_set
 from export.task import Domain
 
 
 class SparsificationError(RuntimeError):
-    """The sparse phase found no exact checkpoint."""
+    """The sparse phase found no exact checkpoint that meets its targets."""
 
 
 @dataclass
@@ -34,6 +38,23 @@ class SparseResult:
     edge_density: float  # hard gates, mean over problems of active / possible causal edges
     neurons_kept: list[int]
     history: list[dict] = field(default_factory=list)
+    rounds: list[str] = field(default_factory=list)  # the phases run, in order
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training run of the schedule: which gates are noisy, what is penalised, what qualifies."""
+
+    name: str
+    steps: int
+    attn_mode: str  # "sample" (noisy), "polish" (inference gates, trained) or "hard" (fixed rule)
+    neuron_mode: str  # "sample" (noisy neuron gates) or "hard"
+    tau_margin: float
+    lr: float
+    gate_lr: float  # neuron gate logits
+    lambda_max: float
+    mine_wrong: int  # still-wrong training problems added to every batch
+    train_attention_logits: bool = True  # W_Q, W_K: off once the edge set is frozen
 
 
 def geco_update(lam: float, c_hat: float | None, c: float, tau: float, sc: SparsifyConfig) -> tuple[float, float]:
@@ -49,108 +70,154 @@ def geco_update(lam: float, c_hat: float | None, c: float, tau: float, sc: Spars
     return min(sc.lambda_max, max(sc.lambda_min, lam * math.exp(sc.geco_rate * rate))), c_hat
 
 
-def tau_margin(step: int, sc: SparsifyConfig) -> float:
-    """The constraint's slack: loose while the density falls, then tightened linearly to
-    tau_final_margin over the last steps, so the edges that survive must carry an exact answer."""
-    if step >= sc.max_steps:
-        return sc.polish_tau_margin
-    start = sc.tighten_from * sc.max_steps
-    if step <= start:
-        return sc.tau_margin
-    frac = min(1.0, (step - start) / (sc.max_steps - start))
-    return sc.tau_margin + frac * (sc.tau_final_margin - sc.tau_margin)
-
-
-def selection_score(edge_density: float, neurons: list[int], d_mlp: int, sc: SparsifyConfig) -> float:
-    """Lower is better. Meeting the edge-density target comes first; then neurons (most of the
-    compute) and edges count by their fraction kept."""
-    neuron_fraction = sum(neurons) / (d_mlp * len(neurons))
-    return (edge_density > sc.target_edge_density) + neuron_fraction + edge_density
+def edge_score(edge_density: float, sc: SparsifyConfig) -> float:
+    """Attention phases: lower is better, under 1 exactly when the edge-density target is met."""
+    return (edge_density > sc.target_edge_density) + edge_density
 
 
 @torch.no_grad()
-def hard_eval(model: AdderTransformer, tokens: torch.Tensor) -> tuple[torch.Tensor, float, list[int]]:
+def hard_eval(model: AdderTransformer, tokens: torch.Tensor) -> tuple[torch.Tensor, float, list[int], list]:
     """One pass with the inference gates: (which problems are exact, mean per-problem active-edge
-    fraction, neurons kept per layer). Exact under teacher forcing equals exact under greedy decoding."""
+    fraction, neurons kept per layer, per-layer gates). Exact under teacher forcing equals exact
+    under greedy decoding."""
     logits, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
     exact = answers_exact(logits, tokens)
     T = gates[0].shape[-1]
     possible = len(gates) * gates[0].shape[1] * T * (T + 1) // 2
     active = sum(g.sum(dim=(1, 2, 3)) for g in gates)  # (N,)
     neurons = [int(b.mlp.neuron_mask().sum()) for b in model.blocks]
-    return exact, (active / possible).mean().item(), neurons
+    return exact, (active / possible).mean().item(), neurons, gates
+
+
+class Schedule:
+    """Runs phases on one model, keeping the best qualifying checkpoint across all of them."""
+
+    def __init__(self, cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce: float, progress: bool):
+        self.cfg, self.sc, self.domain, self.base_ce, self.progress = cfg, cfg.sparsify, domain, base_ce, progress
+        self.model = copy.deepcopy(base).train()
+        self.tokens = domain.tokens
+        self.train_tokens = self.tokens[domain.train]
+        self.gen = torch.Generator().manual_seed(cfg.seed + 3)
+        self.lam, self.c_hat, self.step, self.tau = self.sc.lambda_init, None, 0, base_ce + self.sc.tau_margin
+        self.best, self.best_score, self.best_step = None, math.inf, -1
+        self.history, self.rounds = [], []
+        self.wrong = self.train_tokens[:0]
+
+    def optimizer(self, phase: Phase) -> torch.optim.Optimizer:
+        gates, weights = [], []
+        for name, p in self.model.named_parameters():
+            if name.endswith("neuron_logits"):
+                gates.append(p)
+            elif phase.train_attention_logits or not name.endswith(("W_Q", "W_K")):
+                weights.append(p)
+        return torch.optim.Adam([{"params": weights, "lr": phase.lr}, {"params": gates, "lr": phase.gate_lr}])
+
+    def run(self, phase: Phase, score_of) -> None:
+        """Train `phase.steps` steps (or until its best stops improving); `score_of(edge_density,
+        neurons)` ranks exact checkpoints (lower is better, None: does not qualify)."""
+        sc, model = self.sc, self.model
+        opt = self.optimizer(phase)
+        self.rounds.append(phase.name)
+        self.c_hat, phase_best, stale = None, math.inf, 0
+        bar = tqdm(range(phase.steps), desc=phase.name, disable=None if self.progress else True, leave=False)
+        for i in bar:
+            # cosine decay to lr_floor: late, quieter steps let the gates settle into exact checkpoints
+            decay = sc.lr_floor + (1 - sc.lr_floor) * 0.5 * (1 + math.cos(math.pi * i / phase.steps))
+            for group, base_lr in zip(opt.param_groups, (phase.lr, phase.gate_lr)):
+                group["lr"] = base_lr * decay
+            batch = self.train_tokens[torch.randint(len(self.train_tokens), (sc.batch_size,), generator=self.gen)]
+            batch = torch.cat([batch, self.wrong[:phase.mine_wrong]])
+            model.train()
+            logits, attn_d, neuron_d = answer_logits(model, batch, phase.attn_mode, phase.neuron_mode)
+            ce = answer_loss(logits, batch)
+            self.tau = self.base_ce + phase.tau_margin
+            density = neuron_d if phase.neuron_mode == "sample" else attn_d
+            loss = density + self.lam * (ce - self.tau)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            self.lam, self.c_hat = geco_update(self.lam, self.c_hat, ce.item() - self.tau, self.tau, sc)
+            self.lam = min(self.lam, phase.lambda_max)
+            self.step += 1
+            if (i + 1) % sc.eval_every:
+                continue
+            score = self.evaluate(phase, ce.item(), score_of, bar)
+            if score is not None and score < phase_best - 1e-6:
+                phase_best, stale = score, 0
+            else:
+                stale += 1
+                if phase_best < 1.0 and stale >= sc.patience_evals:
+                    break
+
+    def evaluate(self, phase: Phase, ce: float, score_of, bar) -> float | None:
+        self.model.eval()
+        exact_mask, edge_density, neurons, _ = hard_eval(self.model, self.tokens)
+        exact = exact_mask.float().mean().item()
+        self.wrong = self.train_tokens[~exact_mask[self.domain.train]]
+        self.history.append({"step": self.step, "phase": phase.name, "ce": ce, "tau": self.tau,
+                             "lambda": self.lam, "exact": exact, "edge_density": edge_density,
+                             "neurons": neurons})
+        bar.set_postfix(ce=f"{ce:.3f}", lam=f"{self.lam:.2f}", exact=f"{exact:.4f}",
+                        dens=f"{edge_density:.4f}", neurons=sum(neurons))
+        score = score_of(edge_density, neurons) if exact == 1.0 else None
+        if score is not None and score < self.best_score - 1e-6:
+            self.best, self.best_score, self.best_step = copy.deepcopy(self.model.state_dict()), score, self.step
+        return score
+
+    def restore_best(self) -> None:
+        if self.best is not None:
+            self.model.load_state_dict(self.best)
+
+
+def attention_phases(sc: SparsifyConfig) -> list[Phase]:
+    """The first noisy round, then repair and noisy rounds in turn (used only while off target)."""
+    noisy = Phase("attention", sc.max_steps, "sample", "hard", sc.tau_margin, sc.lr, 0.0, sc.lambda_max, 0)
+    polish = Phase("polish", sc.polish_steps, "polish", "hard", sc.polish_tau_margin, sc.lr * sc.lr_floor,
+                   0.0, sc.polish_lambda_max, sc.polish_mine)
+    extra = [polish if k % 2 == 0 else noisy for k in range(sc.extra_rounds)]
+    return [noisy] + extra
 
 
 def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce: float,
-             progress: bool = True, on_eval=None) -> SparseResult:
-    """Finetune a copy of the base model; return the sparsest exact checkpoint seen."""
+             progress: bool = True) -> SparseResult:
+    """Finetune a copy of the base model; return the sparsest exact checkpoint that meets the targets."""
     torch.manual_seed(cfg.seed + 2)
-    sc = cfg.sparsify
-    model = copy.deepcopy(base).train()
-    gate_params = [b.mlp.neuron_logits for b in model.blocks]
-    others = [p for n, p in model.named_parameters() if not n.endswith("neuron_logits")]
-    opt = torch.optim.Adam([{"params": others, "lr": sc.lr}, {"params": gate_params, "lr": sc.neuron_gate_lr}])
-    tokens = domain.tokens
-    train_tokens = tokens[domain.train]
-    gen = torch.Generator().manual_seed(cfg.seed + 3)
-    tau, lam, c_hat = base_ce + sc.tau_margin, sc.lambda_init, None
-    d_mlp = cfg.model.d_mlp
-    best, best_score, best_step, stale, history = None, math.inf, -1, 0, []
-    wrong = train_tokens[:0]
+    sc, d_mlp = cfg.sparsify, cfg.model.d_mlp
     start = time.perf_counter()
-    total = sc.max_steps + sc.polish_steps
-    bar = tqdm(range(total), desc="sparsify", disable=None if progress else True, leave=False)
-    for step in bar:
-        neuron_mode = "sample" if sc.neuron_gates and step >= sc.neuron_start else "hard"
-        # the polish phase trains the inference gates themselves: noise-free, the selection's own rule
-        attn_mode = "sample" if step < sc.max_steps else "polish"
-        # cosine decay to lr_floor: late, quieter steps let the gates settle into exact checkpoints
-        decay = sc.lr_floor + (1 - sc.lr_floor) * 0.5 * (1 + math.cos(math.pi * min(step, sc.max_steps) / sc.max_steps))
-        for group, base_lr in zip(opt.param_groups, (sc.lr, sc.neuron_gate_lr)):
-            group["lr"] = base_lr * decay
-        batch = train_tokens[torch.randint(len(train_tokens), (sc.batch_size,), generator=gen)]
-        if step >= sc.max_steps:  # every step sees the few training problems still answered wrong
-            batch = torch.cat([batch, wrong[:sc.polish_mine]])
-        model.train()
-        logits, attn_d, neuron_d = answer_logits(model, batch, attn_mode, neuron_mode)
-        ce = answer_loss(logits, batch)
-        tau = base_ce + tau_margin(step, sc)
-        density = attn_d + (sc.neuron_weight * neuron_d if neuron_d is not None else 0.0)
-        loss = density + lam * (ce - tau)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        lam, c_hat = geco_update(lam, c_hat, ce.item() - tau, tau, sc)
-        if step >= sc.max_steps:  # a cap keeps the density's pull while the last answers are repaired
-            lam = min(lam, sc.polish_lambda_max)
-        if (step + 1) % sc.eval_every:
-            continue
-        model.eval()
-        exact_mask, edge_density, neurons = hard_eval(model, tokens)
-        exact = exact_mask.float().mean().item()
-        wrong = train_tokens[~exact_mask[domain.train]]
-        score = selection_score(edge_density, neurons, d_mlp, sc)
-        history.append({"step": step + 1, "ce": ce.item(), "tau": tau, "lambda": lam, "exact": exact,
-                        "edge_density": edge_density, "neurons": neurons})
-        if on_eval:
-            on_eval(history[-1])
-        bar.set_postfix(ce=f"{ce.item():.3f}", lam=f"{lam:.2f}", exact=f"{exact:.4f}",
-                        dens=f"{edge_density:.4f}", neurons=sum(neurons))
-        if exact == 1.0 and score < best_score - 1e-6:
-            best, best_score, best_step, stale = copy.deepcopy(model.state_dict()), score, step + 1, 0
-        else:
-            stale += 1
-            # stop on a plateau, but only once a kept checkpoint meets the density target
-            if best_score < 1.0 and stale >= sc.patience_evals:
-                break
-    if best is None and not sc.require_exact:
-        best = copy.deepcopy(model.state_dict())
-    if best is None:
-        raise SparsificationError(f"no checkpoint in {step + 1} steps was exact on all 10,000 problems "
-                                  "with the inference gates; raise sparsify.max_steps or lower tau_margin")
-    model.load_state_dict(best)
-    model.eval()
-    _, edge_density, neurons = hard_eval(model, tokens)
-    return SparseResult(model=model, steps=step + 1, best_step=best_step,
-                        seconds=time.perf_counter() - start, tau=tau, edge_density=edge_density,
-                        neurons_kept=neurons, history=history)
+    run = Schedule(cfg, domain, base, base_ce, progress)
+    for phase in attention_phases(sc):
+        if phase.name == "attention" and run.best is not None:
+            run.restore_best()  # a noisy retry starts from the sparsest exact circuit so far
+        run.run(phase, lambda density, neurons: edge_score(density, sc))
+        if run.best_score < 1.0:
+            break
+    if run.best is None and sc.require_exact:
+        raise SparsificationError(f"no exact checkpoint in {run.step} steps ({', '.join(run.rounds)}); "
+                                  "raise sparsify.extra_rounds or lower tau_margin")
+    if run.best_score >= 1.0 and sc.require_exact:
+        best_density = min(h["edge_density"] for h in run.history if h["exact"] == 1.0)
+        raise SparsificationError(f"best exact edge density {best_density:.4%} is over the target "
+                                  f"{sc.target_edge_density:.4%} after {run.step} steps ({', '.join(run.rounds)})")
+    run.restore_best()
+    run.model.eval()
+    _, attention_density, _, gates = hard_eval(run.model, run.tokens)
+    freeze_edge_set(run.model, gates)
+    # Neurons: only checkpoints no denser than the attention circuit qualify (its edges cannot grow
+    # past the frozen set, but edges inside it could fire on more problems).
+    ceiling = min(sc.target_edge_density, attention_density)
+    neuron_phase = Phase("neurons", sc.neuron_steps, "hard", "sample", sc.neuron_tau_margin, sc.neuron_lr,
+                         sc.neuron_gate_lr, sc.lambda_max, 0, train_attention_logits=False)
+    run.best_score = math.inf  # the attention checkpoint (all neurons) is the fallback
+    fallback = run.best
+    run.run(neuron_phase, lambda density, neurons: None if density > ceiling + 1e-9
+            else sum(neurons) / (d_mlp * len(neurons)) + density)
+    if run.best_score == math.inf:
+        run.best = fallback
+    if run.best is None:  # tiny configs (require_exact off): the last state
+        run.best = copy.deepcopy(run.model.state_dict())
+    run.restore_best()
+    run.model.eval()
+    _, edge_density, neurons, _ = hard_eval(run.model, run.tokens)
+    return SparseResult(model=run.model, steps=run.step, best_step=run.best_step,
+                        seconds=time.perf_counter() - start, tau=run.tau, edge_density=edge_density,
+                        neurons_kept=neurons, history=run.history, rounds=run.rounds)

@@ -1,15 +1,17 @@
 """Train the dense base model until it answers all 10,000 problems exactly, then anneal and stop."""
 
+import pickle
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from export.config import ExportConfig
+from export.fingerprint import base_fingerprint
 from export.evaluate import answer_logits, answer_loss, answers_exact, exact_mask
-from export.model import AdderTransformer
+from export.model import AdderTransformer, load_state
 from export.task import Domain
 
 
@@ -71,23 +73,24 @@ def train_base(cfg: ExportConfig, domain: Domain, progress: bool = True) -> Base
     )
 
 
-def base_cache_key(cfg: ExportConfig) -> dict:
-    """What determines the base model: a cached one is reused only when all of it matches."""
-    return {"seed": cfg.seed, "test_fraction": cfg.test_fraction, "threads": cfg.threads,
-            "model": asdict(cfg.model), "base": asdict(cfg.base)}
+def read_cache(cache: Path) -> dict | None:
+    """The cached base's contents, or None when absent or unreadable (then it is simply retrained)."""
+    try:
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError):
+        return None
 
 
 def train_or_reuse_base(cfg: ExportConfig, domain: Domain, cache: Path, progress: bool = True) -> BaseResult:
-    """Train the base model, or reload it from `cache` if that was trained with the same settings.
+    """Train the base model, or reload it from `cache` if that was trained by the same code and settings.
 
     Iterating on the sparse phase then skips minutes of identical (seeded) base training.
     """
-    key = base_cache_key(cfg)
-    if cache.exists():
-        blob = torch.load(cache, map_location="cpu", weights_only=False)
-        if blob["key"] == key:
-            model = AdderTransformer(cfg.model)
-            model.load_state_dict(blob["state_dict"])
+    key = base_fingerprint(cfg)
+    blob = read_cache(cache)
+    if blob is not None:
+        if blob.get("key") == key:
+            model = load_state(AdderTransformer(cfg.model), blob["state_dict"])
             return BaseResult(model=model.eval(), **blob["result"])
     result = train_base(cfg, domain, progress)
     cache.parent.mkdir(parents=True, exist_ok=True)

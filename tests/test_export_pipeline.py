@@ -85,6 +85,10 @@ def test_real_sparse_build_is_smaller_and_sparse():
     # far fewer edges per problem than the dense build's every causal pair
     assert s_circuit["edges_per_problem"]["mean"] * 20 < d_manifest["edges"]["per_problem_mean"]
     # ... and at most the config's target share of all causal pairs (1.5% by default), while exact
-    assert s_circuit["density"] <= s_manifest["config"]["sparsify"]["target_edge_density"]
+    targets = s_manifest["config"]["sparsify"]
+    assert s_circuit["density"] <= targets["target_edge_density"]
+    # the MLP, most of the compute, keeps at most the config's share of its neurons (half by default)
+    kept, total = sum(s_circuit["neurons_kept"]), sum(s_circuit["neurons_total"])
+    assert kept <= targets["target_neuron_fraction"] * total
     assert OUTPUT_EDGES in [o.name for o in s_graph.graph.output]
     assert (REAL_REPOSITORY / FIGURE_FILE).stat().st_size > 10_000
