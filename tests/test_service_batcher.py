@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry
 from service.batcher import Batcher
 from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
-from service.runtime import Answers, expected_digits
+from contract.domain import answer_digits
+from service.runtime import Answers
 
 
 class PausableModel:
@@ -30,7 +31,7 @@ class PausableModel:
         if self._pause:
             self._pause = False
             assert self.release.wait(30)
-        return Answers(a + b, expected_digits(a + b), None)
+        return Answers(a + b, answer_digits(a + b), None)
 
 
 def make(model, max_batch_size=8, delay=1e-6, adaptive=False):
