@@ -11,7 +11,6 @@ import pytest
 
 from contract.domain import has_carry
 from fixtures.service_repository import SPARSE_EDGES
-from fixtures.service_servers import fixture_repository, server, stubs  # noqa: F401 (pytest fixtures)
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 
 A = np.array([36, 12, 99, 0], dtype=np.int64)
