@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from contract import DENSE_MODEL, MODELS, SPARSE_MODEL
+from contract import DENSE_MODEL, SPARSE_MODEL
 from service import cli
 
 ROOT = Path(__file__).resolve().parents[1]

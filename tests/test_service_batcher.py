@@ -11,8 +11,6 @@ from fixtures.fakes import PausableModel
 from service.batcher import Batcher
 from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
-from contract.domain import answer_digits
-from service.runtime import Answers
 
 
 def make(model, max_batch_size=8, delay=1e-6, adaptive=False):
