@@ -31,7 +31,7 @@ WORK=$(mktemp -d /var/tmp/sparse-adder-image-test.XXXXXX)
 CID="" IMAGE_ID="" BASE_ID=""
 cleanup() {
   set +e
-  [ -n "$CID" ] && podman rm -f -t 0 "$CID" >/dev/null
+  [ -n "$CID" ] && podman rm -f -t 0 "$CID" >/dev/null 2>&1  # (its systemd-timer complaint is noise here)
   [ -n "$IMAGE_ID" ] && podman rmi -f "$IMAGE_ID" >/dev/null
   buildah rm --all >/dev/null 2>&1  # build containers of this run's own storage only
   [ -n "$BASE_ID" ] && podman rmi -f "$BASE_ID" >/dev/null
