@@ -66,3 +66,9 @@ protos: setup
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(REPO)
+
+# Build the image with buildah (MODEL_SOURCE=prebuilt) on a locally made bookworm stand-in for its base,
+# run it as the Dockerfile's header says and check it from the host. Root: installs buildah/podman.
+.PHONY: image-test
+image-test: setup $(REPO)/adder-sparse/1/model.onnx
+	PY=$(PY) bash docker/image-test.sh

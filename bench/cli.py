@@ -1,4 +1,4 @@
-"""Arguments of `sparse-adder bench` / `python -m bench`, and the plug-in hook for service/cli.py's COMMANDS."""
+"""Arguments of `sparse-adder bench` / `python -m bench`; `register` is the plug-in pyproject.toml names for service/cli.py."""
 
 import argparse
 import os
@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    """`sparse-adder bench`, for service/cli.py's COMMANDS."""
+    """`sparse-adder bench`: the `sparse_adder.commands` entry point (see service/cli.py)."""
     parser = subparsers.add_parser("bench", help="measure dense vs sparse: ORT in-process and over gRPC",
                                    description="Benchmark the dense and sparse builds: in-process ONNX Runtime "
                                                "and end to end over gRPC; writes a table, JSON and PNG plots.")

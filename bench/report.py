@@ -13,6 +13,8 @@ from bench.inprocess import BatchResult
 from bench.stats import ms, rate, us
 from bench.targets import Check
 from contract import DENSE_MODEL, MANIFEST_FILE, SPARSE_MODEL, model_dir
+from contract.manifest import read_manifest
+from contract.schema import ContractError
 
 
 def machine() -> dict:
@@ -43,12 +45,12 @@ def model_info(repository: Path, names: list[str]) -> dict:
     info = {}
     for name in names:
         try:
-            manifest = json.loads((model_dir(repository, name) / MANIFEST_FILE).read_text())
-        except (OSError, ValueError):
+            manifest = read_manifest(model_dir(repository, name) / MANIFEST_FILE)
+        except ContractError:
             continue
-        info[name] = {"sha256": manifest.get("sha256"), "onnx_nodes": manifest.get("onnx_nodes"),
-                      "parameters": manifest.get("parameters"),
-                      "edges_per_problem_mean": manifest.get("edges", {}).get("per_problem_mean")}
+        info[name] = {"sha256": manifest.sha256, "onnx_nodes": manifest.onnx_nodes,
+                      "parameters": vars(manifest.parameters),
+                      "edges_per_problem_mean": manifest.edges.per_problem_mean}
     return info
 
 

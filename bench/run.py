@@ -9,7 +9,7 @@ from bench import plots, report
 from bench.endtoend import ClientPool, Scenario, plan
 from bench.inprocess import BatchResult, load_models, paired_runs
 from bench.progress import Progress
-from bench.server_process import ServerError, ServerProcess
+from service.process import ServerError, ServerProcess
 from bench.stats import ms
 from bench.targets import BATCHING, NO_BATCHING, evaluate
 from contract import MODEL_FILE, model_dir

@@ -2,7 +2,7 @@
 answer a+b, and the server's resident memory flat after warm-up. Prints latency, throughput and RSS."""
 
 # The clients are bench.clients' closed loops (each thread: call, check the answer, call again) in
-# bench.endtoend's spawned worker processes; the server is bench.server_process's subprocess. The
+# bench.endtoend's spawned worker processes; the server is service.process's child. The
 # models are spread over the client processes (process i sends to models[i % len(models)]).
 
 import argparse
@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.clients import ADD, Job, run_job
 from bench.endtoend import ClientPool
 from bench.report import machine
-from bench.server_process import ServerError, ServerProcess
+from service.process import ServerError, ServerProcess
 from bench.stats import ms, summary
 from contract import MODELS
 

@@ -4,74 +4,18 @@ A `Circuit` says which edges, heads, query rows and neurons are ever used on any
 problems. Everything it marks dead is structurally zero and compile.py removes it.
 """
 
-import json
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
 import torch
 
 from export.model import GATE_RULE, AdderTransformer
 from contract import VOCAB
+from contract.circuit import Circuit, Edge, EdgesPerProblem, EdgeStats
 from export.evaluate import greedy_digits
 from export.task import ANSWER_START, has_carry, sequences
 
 
-@dataclass(frozen=True)
-class Edge:
-    layer: int
-    head: int
-    query: int
-    key: int
-    count: int  # problems (of the domain) on which the edge is active
-    carry_count: int  # of which have a carry
-
-
-@dataclass(frozen=True)
-class Circuit:
-    model: str
-    n_layers: int
-    n_heads: int
-    n_positions: int
-    tokens: str
-    gate_rule: str
-    domain_size: int
-    possible_edges_per_problem: int
-    edges: list[Edge]  # the union over the domain, sorted by (layer, head, query, key)
-    edges_per_problem: dict
-    density: float  # mean over problems of active / possible edges
-    dead_heads: list[list[int]]  # [layer, head] never active
-    dead_query_rows: list[list[int]]  # [layer, head, query] never active
-    neurons_kept: list[int]
-    neurons_total: list[int]
-    neuron_masks: list[list[int]]  # kept neuron indices per layer
-    live_positions: list[list[int]]  # [layer, position] whose residual input some live path reads
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Circuit":
-        data = json.loads(text)
-        data["edges"] = [Edge(**e) for e in data["edges"]]
-        return cls(**data)
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(self.to_json())
-
-    def edge_set(self) -> set[tuple[int, int, int, int]]:
-        return {(e.layer, e.head, e.query, e.key) for e in self.edges}
-
-    def live_rows(self, layer: int) -> set[int]:
-        """Query positions with any live edge at this layer."""
-        return {e.query for e in self.edges if e.layer == layer}
-
-    def live_heads(self, layer: int) -> list[int]:
-        return sorted({e.head for e in self.edges if e.layer == layer})
-
-
-def _stats(counts: torch.Tensor) -> dict:
+def _stats(counts: torch.Tensor) -> EdgeStats:
     c = counts.float()
-    return {"mean": round(c.mean().item(), 4), "min": int(c.min()), "max": int(c.max()), "problems": len(c)}
+    return EdgeStats(mean=round(c.mean().item(), 4), min=int(c.min()), max=int(c.max()), problems=len(c))
 
 
 def live_positions(n_layers: int, n_positions: int, predicting: range, rows: list[set[int]]) -> list[list[int]]:
@@ -135,8 +79,8 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
         model=name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_positions=T,
         tokens=VOCAB, gate_rule=GATE_RULE if gated else "dense: every causal pair",
         domain_size=len(a), possible_edges_per_problem=possible, edges=edges,
-        edges_per_problem={**_stats(per_problem), "carry": _stats(per_problem[carry]),
-                           "no_carry": _stats(per_problem[~carry])},
+        edges_per_problem=EdgesPerProblem(**vars(_stats(per_problem)), carry=_stats(per_problem[carry]),
+                                          no_carry=_stats(per_problem[~carry])),
         density=round(per_problem.float().mean().item() / possible, 6),
         dead_heads=(~heads_alive).nonzero().tolist(),
         dead_query_rows=[[l, h, q] for l, h, q in (~rows_alive).nonzero().tolist()],

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 import torch
 
-from contract import ANSWER_DIGITS, OPERAND_MAX, SEQUENCE_LENGTH, VOCAB
+from contract import ANSWER_DIGITS, SEQUENCE_LENGTH, VOCAB
+from contract.domain import digit_columns, has_carry, operands, problem_text  # noqa: F401 (export API)
 
 PLUS, EQUALS = VOCAB.index("+"), VOCAB.index("=")
 VOCAB_SIZE = len(VOCAB)
@@ -24,22 +25,12 @@ def decode_tokens(tokens) -> str:
     return "".join(VOCAB[int(t)] for t in tokens)
 
 
-def problem_text(a: int, b: int) -> str:
-    """The full 11-character sequence for a + b."""
-    return f"{a:02d}+{b:02d}={a + b:05d}"
-
-
 def sequences(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Token ids (N, 11) for operand tensors a, b (N,), digits most significant first."""
     s = a + b
     cols = [a // 10, a % 10, torch.full_like(a, PLUS), b // 10, b % 10, torch.full_like(a, EQUALS)]
-    cols += [(s // 10**p) % 10 for p in reversed(range(ANSWER_DIGITS))]
+    cols += digit_columns(s)
     return torch.stack(cols, dim=1)
-
-
-def has_carry(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """True where the addition carries (units into tens, or tens into hundreds)."""
-    return ((a % 10 + b % 10) >= 10) | ((a + b) >= 100)
 
 
 @dataclass(frozen=True)
@@ -58,9 +49,7 @@ class Domain:
 
 def make_domain(seed: int, test_fraction: float) -> Domain:
     """Enumerate every problem (a-major order) and split it with a seeded permutation."""
-    grid = torch.arange(OPERAND_MAX + 1, dtype=torch.int64)
-    a = grid.repeat_interleave(OPERAND_MAX + 1)
-    b = grid.repeat(OPERAND_MAX + 1)
+    a, b = (torch.from_numpy(x) for x in operands())
     perm = torch.randperm(len(a), generator=torch.Generator().manual_seed(seed))
     n_test = int(round(len(a) * test_fraction))
     return Domain(a=a, b=b, train=perm[n_test:].sort().values, test=perm[:n_test].sort().values)

@@ -2,6 +2,8 @@
 
 from google.protobuf import struct_pb2
 
+from contract.circuit import EdgeStats
+
 from service.config import Config
 from service.errors import rpc
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
@@ -58,53 +60,51 @@ def model_status(model: ServedModel) -> adder_pb2.ModelStatus:
     status = adder_pb2.ModelStatus(name=model.name, version=model.version, ready=model.ready, state=model.state,
                                    reason=model.reason, self_test_correct=model.self_test_correct)
     if model.files is not None:
-        manifest = model.files.manifest
+        manifest, circuit = model.files.manifest, model.files.circuit
         status.size_bytes = model.files.size_bytes
         status.sha256 = model.files.sha256
-        status.parameters_total = manifest.get("parameters", {}).get("total", 0)
-        status.parameters_kept = manifest.get("parameters", {}).get("kept", 0)
-        status.circuit_edges = len(model.files.circuit.get("edges", []))
-        status.density = manifest.get("edges", {}).get("density", model.files.circuit.get("density", 0.0))
+        status.parameters_total = manifest.parameters.total
+        status.parameters_kept = manifest.parameters.kept
+        status.circuit_edges = len(circuit.edges)
+        status.density = circuit.density
     return status
 
 
-def _stats(values: dict) -> adder_pb2.EdgeCountStats:
-    return adder_pb2.EdgeCountStats(mean=values.get("mean", 0.0), min=values.get("min", 0), max=values.get("max", 0),
-                                    problems=values.get("problems", 0))
+def _stats(stats: EdgeStats) -> adder_pb2.EdgeCountStats:
+    return adder_pb2.EdgeCountStats(mean=stats.mean, min=stats.min, max=stats.max, problems=stats.problems)
 
 
 def circuit_response(model: ServedModel) -> adder_pb2.GetCircuitResponse:
     """The circuit metadata of a ready model, from its circuit.json and manifest.json."""
     circuit, manifest = model.files.circuit, model.files.manifest
-    domain = circuit.get("domain_size", 10_000)
-    per_problem = dict(circuit.get("edges_per_problem", {}))
-    per_problem.setdefault("problems", domain)
+    domain = circuit.domain_size
+    per_problem = circuit.edges_per_problem
     response = adder_pb2.GetCircuitResponse(
-        model=model.name, model_version=model.version, n_layers=circuit.get("n_layers", 0),
-        n_heads=circuit.get("n_heads", 0), n_positions=circuit.get("n_positions", 0),
-        tokens=circuit.get("tokens", ""), domain_size=domain,
+        model=model.name, model_version=model.version, n_layers=circuit.n_layers,
+        n_heads=circuit.n_heads, n_positions=circuit.n_positions,
+        tokens=circuit.tokens, domain_size=domain,
         edges_per_problem=_stats(per_problem),
-        edges_per_problem_carry=_stats(per_problem.get("carry", {})),
-        edges_per_problem_no_carry=_stats(per_problem.get("no_carry", {})),
-        density=circuit.get("density", 0.0),
-        possible_edges_per_problem=circuit.get("possible_edges_per_problem", 0),
-        parameters_total=manifest.get("parameters", {}).get("total", 0),
-        parameters_kept=manifest.get("parameters", {}).get("kept", 0),
-        neurons_kept=circuit.get("neurons_kept", manifest.get("neurons", {}).get("kept", [])),
-        neurons_total=circuit.get("neurons_total", manifest.get("neurons", {}).get("total", [])),
-        gate_rule=circuit.get("gate_rule", manifest.get("gate_rule", "")), sha256=model.files.sha256)
-    for edge in circuit.get("edges", []):
+        edges_per_problem_carry=_stats(per_problem.carry),
+        edges_per_problem_no_carry=_stats(per_problem.no_carry),
+        density=circuit.density,
+        possible_edges_per_problem=circuit.possible_edges_per_problem,
+        parameters_total=manifest.parameters.total,
+        parameters_kept=manifest.parameters.kept,
+        neurons_kept=circuit.neurons_kept,
+        neurons_total=circuit.neurons_total,
+        gate_rule=circuit.gate_rule, sha256=model.files.sha256)
+    for edge in circuit.edges:
         response.edges.add(
-            edge=adder_pb2.Edge(layer=edge["layer"], head=edge["head"], query=edge["query"], key=edge["key"]),
-            count=edge.get("count", 0), carry_count=edge.get("carry_count", 0),
-            frequency=edge.get("count", 0) / domain if domain else 0.0)
-    for layer, head in circuit.get("dead_heads", []):
+            edge=adder_pb2.Edge(layer=edge.layer, head=edge.head, query=edge.query, key=edge.key),
+            count=edge.count, carry_count=edge.carry_count,
+            frequency=edge.count / domain if domain else 0.0)
+    for layer, head in circuit.dead_heads:
         response.dead_heads.add(layer=layer, head=head)
-    accuracy = manifest.get("accuracy", {})
-    response.accuracy.CopyFrom(adder_pb2.Accuracy(correct=accuracy.get("correct", 0), total=accuracy.get("total", 0),
-                                                  exact_match=accuracy.get("exact_match", 0.0)))
+    accuracy = manifest.accuracy
+    response.accuracy.CopyFrom(adder_pb2.Accuracy(correct=accuracy.correct, total=accuracy.total,
+                                                  exact_match=accuracy.exact_match))
     training = struct_pb2.Struct()
-    training.update({"seed": manifest.get("seed"), "training": manifest.get("training", {}),
-                     "config": manifest.get("config", {}), "versions": manifest.get("versions", {})})
+    training.update({"seed": manifest.seed, "training": manifest.training,
+                     "config": manifest.config, "versions": manifest.versions})
     response.training.CopyFrom(training)
     return response

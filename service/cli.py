@@ -1,9 +1,9 @@
-"""The `sparse-adder` client CLI: `add A B [--trace]`, `circuit`, and any subcommand registered in COMMANDS.
+"""The `sparse-adder` client CLI: `add A B [--trace]`, `circuit`, and any subcommand a plug-in registers.
 
-To add a subcommand (e.g. the bench), write `register(subparsers)` in your module: it adds a parser
-(use `parents=[common_options()]` for --target/--timeout/--tls-*, and `open_channel(args)`) and sets
-`func=handler`, where
-`handler(args) -> int` returns the exit code; then append "your.module:register" to COMMANDS.
+A plug-in is a `register(subparsers)` function that adds a parser (use `parents=[common_options()]` for
+--target/--timeout/--tls-*, and `open_channel(args)`) and sets `func=handler`, where `handler(args) -> int`
+returns the exit code. It names itself in its package's metadata, entry-point group PLUGIN_GROUP
+(pyproject.toml: `[project.entry-points."sparse_adder.commands"]`); the service names no plug-in.
 Entries whose module is not installed are skipped, so the service image can omit tools.
 """
 
@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 import grpc
 
@@ -20,11 +21,8 @@ from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 from service.picture import circuit_summary, trace_picture
 from service.tls import channel_credentials
 
-COMMANDS = [
-    "service.cli:register_add",
-    "service.cli:register_circuit",
-    "bench.cli:register",
-]
+COMMANDS = ["service.cli:register_add", "service.cli:register_circuit"]
+PLUGIN_GROUP = "sparse_adder.commands"
 DEFAULT_TARGET = "127.0.0.1:8001"
 
 
@@ -90,10 +88,16 @@ def _circuit(args) -> int:
     return 0
 
 
-def build_parser(commands: Sequence[str] = COMMANDS) -> argparse.ArgumentParser:
+def plugin_commands() -> list[str]:
+    """"module:function" of every installed plug-in, by entry-point name."""
+    return [entry.value for entry in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name)]
+
+
+def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI with `commands` ("module:function" registrars; default: the built-ins and the plug-ins)."""
     parser = argparse.ArgumentParser(prog="sparse-adder", description="Talk to a sparse-adder server.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for entry in commands:
+    for entry in COMMANDS + plugin_commands() if commands is None else commands:
         module_name, function = entry.split(":")
         try:
             module = importlib.import_module(module_name)

@@ -3,6 +3,7 @@
 from importlib import metadata
 
 from contract import INPUT_A, INPUT_B, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
+from contract.tensors import TensorSpec, tensor_signature
 from service.config import Config
 from service.errors import FailedPrecondition, InvalidArgument, rpc, shown
 from service.generated.inference import grpc_predict_v2_pb2 as pb
@@ -16,11 +17,6 @@ SERVER_NAME = "sparse-adder"
 PLATFORM = "onnxruntime_onnx"
 # RepositoryIndex speaks Triton's state words; the reason (and ListModels) says which failure it was.
 _TRITON_STATES = {FAILED: "UNAVAILABLE", UNLOADED: "UNAVAILABLE", "": "UNAVAILABLE"}
-# The contract's tensors, for a model whose manifest could not be read.
-_DEFAULT_INPUTS = [{"name": INPUT_A, "datatype": "INT64", "shape": [-1]},
-                   {"name": INPUT_B, "datatype": "INT64", "shape": [-1]}]
-_DEFAULT_OUTPUTS = [{"name": OUTPUT_SUM, "datatype": "INT64", "shape": [-1]},
-                    {"name": OUTPUT_DIGITS, "datatype": "INT64", "shape": [-1, 5]}]
 
 
 def _server_version() -> str:
@@ -72,14 +68,14 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         model = self.models.lookup(request.name, request.version)
         inputs, outputs = _tensors(model)
 
-        def kind(t):
-            return pb.DataType.Value("TYPE_" + t["datatype"])
+        def kind(t: TensorSpec):
+            return pb.DataType.Value("TYPE_" + t.datatype)
 
         # max_batch_size 0: the dims below are full shapes (N first), as a Triton client expects then.
         config = pb.ModelConfig(
             name=model.name, platform=PLATFORM, backend="onnxruntime", max_batch_size=0,
-            input=[pb.ModelInput(name=t["name"], data_type=kind(t), dims=t["shape"]) for t in inputs],
-            output=[pb.ModelOutput(name=t["name"], data_type=kind(t), dims=t["shape"]) for t in outputs],
+            input=[pb.ModelInput(name=t.name, data_type=kind(t), dims=t.shape) for t in inputs],
+            output=[pb.ModelOutput(name=t.name, data_type=kind(t), dims=t.shape) for t in outputs],
             dynamic_batching=pb.ModelDynamicBatching(
                 preferred_batch_size=[self.config.max_batch_size],
                 max_queue_delay_microseconds=self.config.max_queue_delay_us))
@@ -142,11 +138,12 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument("model_name is required")
 
 
-def _tensors(model: ServedModel) -> tuple[list[dict], list[dict]]:
-    manifest = model.files.manifest if model.files is not None else {}
-    return manifest.get("inputs", _DEFAULT_INPUTS), manifest.get("outputs", _DEFAULT_OUTPUTS)
+def _tensors(model: ServedModel) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The manifest's tensors; for a model whose manifest could not be read, the contract's without edges."""
+    if model.files is None:
+        return tensor_signature(n_edges=0)
+    return model.files.manifest.inputs, model.files.manifest.outputs
 
 
-def _metadata(tensor: dict) -> pb.ModelMetadataResponse.TensorMetadata:
-    return pb.ModelMetadataResponse.TensorMetadata(name=tensor["name"], datatype=tensor["datatype"],
-                                                   shape=tensor["shape"])
+def _metadata(tensor: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)

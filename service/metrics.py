@@ -6,6 +6,9 @@ from wsgiref.simple_server import WSGIServer
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
+from contract.circuit import Circuit
+from contract.manifest import Manifest
+
 # Sub-millisecond resolution: a hot Add is ~1 ms end to end, a batched session.run far less.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 10_000)
@@ -55,17 +58,15 @@ class Metrics:
             "loaded, unchanged, refused (bad new version, old one kept), failed, unloaded.", ["model", "result"],
             registry=registry)
 
-    def describe_model(self, name: str, version: str, sha256: str, manifest: dict, circuit: dict) -> None:
+    def describe_model(self, name: str, version: str, sha256: str, manifest: Manifest, circuit: Circuit) -> None:
         """Publish what a model is (version, hash, sizes, sparsity); called once it is read."""
         self.model_info.labels(name).info({"version": version, "sha256": sha256})
         self.model_ready.labels(name).set(0)
-        self.attention_edges.labels(name).set(len(circuit.get("edges", [])))
-        edges = manifest.get("edges", {})
-        self.edges_per_problem.labels(name).set(
-            edges.get("per_problem_mean", circuit.get("edges_per_problem", {}).get("mean", 0)))
-        self.edge_density.labels(name).set(edges.get("density", circuit.get("density", 0)))
-        for kind in ("total", "kept"):
-            self.parameters.labels(name, kind).set(manifest.get("parameters", {}).get(kind, 0))
+        self.attention_edges.labels(name).set(len(circuit.edges))
+        self.edges_per_problem.labels(name).set(circuit.edges_per_problem.mean)
+        self.edge_density.labels(name).set(circuit.density)
+        self.parameters.labels(name, "total").set(manifest.parameters.total)
+        self.parameters.labels(name, "kept").set(manifest.parameters.kept)
 
     def count_answers(self, model: str, a: np.ndarray, b: np.ndarray, sums: np.ndarray) -> None:
         right = int(sums[0] == a[0] + b[0]) if len(sums) == 1 else int(np.count_nonzero(sums == a + b))

@@ -19,7 +19,7 @@ from service.config import Config
 from service.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable, shown
 from service.metrics import Metrics
 from service.repository import ModelFiles, RepositoryError, discover, read_model, verify_sha256
-from service.runtime import Answers, Edge, OnnxModel, circuit_edges, self_test
+from service.runtime import Answers, Edge, OnnxModel, self_test
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class ModelRegistry:
         try:
             model.files = files = read_model(Path(self._config.model_repository), name, version)
             verify_sha256(files)
-            model.edges = tuple(circuit_edges(files.circuit))
+            model.edges = tuple(files.circuit.edge_tuples())
             model.runtime = OnnxModel(files.onnx_path, self._config.intra_op_threads)
             result = self_test(model.runtime, len(model.edges))
             model.self_test_correct = result.correct
@@ -230,8 +230,8 @@ class ModelRegistry:
         log.info("model ready", extra={"fields": {
             "model": name, "version": version, "sha256": files.sha256,
             "size_bytes": files.size_bytes, "self_test": f"{result.correct}/{result.total}",
-            "parameters": manifest.get("parameters", {}), "circuit_edges": len(model.edges),
-            "density": manifest.get("edges", {}).get("density", files.circuit.get("density")),
+            "parameters": vars(manifest.parameters), "circuit_edges": len(model.edges),
+            "density": manifest.edges.density,
             "seconds": round(time.perf_counter() - start, 3)}})
         return model
 

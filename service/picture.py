@@ -2,18 +2,15 @@
 
 from collections import defaultdict
 
-from contract import OPERAND_DIGITS
-
-# Generic names of the 10 positions a model reads: a1 a2 + b1 b2 = c1 c2 c3 c4 (c5 is never read).
-POSITION_NAMES = ["a1", "a2", "+", "b1", "b2", "=", "c1", "c2", "c3", "c4"]
+from contract.domain import POSITION_NAMES, problem_text
 
 
 def problem_tokens(a: int, b: int, answer: str) -> list[str]:
     """The 11 tokens of `a1 a2 + b1 b2 = c1..c5` for one problem."""
-    return list(f"{a:0{OPERAND_DIGITS}d}+{b:0{OPERAND_DIGITS}d}={answer}")
+    return list(problem_text(a, b, answer))
 
 
-def trace_picture(a: int, b: int, response, n_layers: int = 0, n_positions: int = 10) -> str:
+def trace_picture(a: int, b: int, response, n_layers: int = 0, n_positions: int = len(POSITION_NAMES)) -> str:
     """One block per layer: a row per query position that attends, a column per key position.
 
     A cell shows the head that makes the query attend to the key ('*' when several heads do).

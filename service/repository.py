@@ -1,11 +1,13 @@
-"""Read the model repository: find the models, check model.onnx against its manifest sha256, read the circuit."""
+"""Read the model repository: find the models, check manifest and circuit against the contract, hash model.onnx."""
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from contract import CIRCUIT_FILE, MANIFEST_FILE, MODEL_FILE, MODELS
+from contract.circuit import Circuit, read_circuit
+from contract.manifest import Manifest, read_manifest
+from contract.schema import ContractError
 
 
 class RepositoryError(Exception):
@@ -17,14 +19,14 @@ class ModelFiles:
     name: str
     version: str
     folder: Path
-    manifest: dict
-    circuit: dict
+    manifest: Manifest
+    circuit: Circuit
     sha256: str  # of model.onnx as found on disk (verify_sha256 compares it to the manifest)
     size_bytes: int
 
     @property
     def onnx_path(self) -> Path:
-        return self.folder / self.manifest.get("file", MODEL_FILE)
+        return self.folder / self.manifest.file
 
 
 def discover(repository: Path) -> list[tuple[str, str]]:
@@ -46,12 +48,16 @@ def discover(repository: Path) -> list[tuple[str, str]]:
 
 
 def read_model(repository: Path, name: str, version: str) -> ModelFiles:
-    """Read one model version's manifest and circuit, and hash its model.onnx (see verify_sha256)."""
+    """Read one model version's manifest and circuit (typed: a missing, unknown or mistyped field is a
+    RepositoryError naming it), and hash its model.onnx (see verify_sha256)."""
     folder = repository / name / version
-    manifest = _read_json(folder / MANIFEST_FILE)
-    circuit = _read_json(folder / CIRCUIT_FILE)
+    try:
+        manifest = read_manifest(folder / MANIFEST_FILE)
+        circuit = read_circuit(folder / CIRCUIT_FILE)
+    except ContractError as error:
+        raise RepositoryError(f"{name}/{version}/{error}") from None
     _check_manifest(folder / MANIFEST_FILE, manifest)
-    onnx_path = folder / manifest.get("file", MODEL_FILE)
+    onnx_path = folder / manifest.file
     try:
         data = onnx_path.read_bytes()
     except OSError as error:
@@ -61,29 +67,16 @@ def read_model(repository: Path, name: str, version: str) -> ModelFiles:
 
 def verify_sha256(files: ModelFiles) -> None:
     """Refuse a model.onnx that is not the file the export stage verified and recorded."""
-    expected = str(files.manifest.get("sha256", ""))
+    expected = files.manifest.sha256
     if files.sha256 != expected:
         raise RepositoryError(f"sha256 mismatch for {files.onnx_path}: manifest says {expected or '(none)'}, "
                               f"file is {files.sha256}")
 
 
-def _check_manifest(path: Path, manifest: dict) -> None:
-    """The fields the service relies on; the descriptive ones (inputs, parameters, ...) have defaults."""
-    sha256 = manifest.get("sha256")
-    if not isinstance(sha256, str) or not sha256:
-        raise RepositoryError(f"{path} lacks the field 'sha256' (hex sha256 of the ONNX file)")
-    file = manifest.get("file", MODEL_FILE)
-    if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+def _check_manifest(path: Path, manifest: Manifest) -> None:
+    """What the types cannot say: a sha256 to compare with, a file in the manifest's own folder."""
+    if not manifest.sha256:
+        raise RepositoryError(f"{path}: 'sha256' is empty (hex sha256 of the ONNX file)")
+    file = manifest.file
+    if Path(file).name != file or file in ("", ".", ".."):
         raise RepositoryError(f"{path}: 'file' must name a file in its own folder, got {file!r}")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except OSError as error:
-        raise RepositoryError(f"cannot read {path}: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RepositoryError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise RepositoryError(f"{path} is not a JSON object")
-    return value

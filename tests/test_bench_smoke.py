@@ -1,15 +1,13 @@
 """`python -m bench` with tiny counts writes the table, JSON and plots for both builds (no time is asserted)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from contract import DENSE_MODEL, MODEL_FILE, MODELS, SPARSE_MODEL, model_dir
-from fixtures.service_repository import build_repository
+from contract import DENSE_MODEL, SPARSE_MODEL
 from service import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,18 +17,10 @@ TINY = ["--batch-sizes", "1,16", "--pairs", "3", "--warmup", "1", "--concurrency
 
 
 @pytest.fixture(scope="module")
-def repository(tmp_path_factory) -> Path:
-    """The exported models when ADDER_MODEL_REPOSITORY has them (make test), else the fixture adders."""
-    real = Path(os.environ.get("ADDER_MODEL_REPOSITORY", "/nonexistent"))
-    if all((model_dir(real, m) / MODEL_FILE).is_file() for m in MODELS):
-        return real
-    return build_repository(tmp_path_factory.mktemp("repository"))
-
-
-@pytest.fixture(scope="module")
-def bench_run(repository, tmp_path_factory):
+def bench_run(measured_repository, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_results")
-    result = subprocess.run([sys.executable, "-m", "bench", "--repository", str(repository), "--out", str(out), *TINY],
+    result = subprocess.run([sys.executable, "-m", "bench", "--repository", str(measured_repository), "--out", str(out),
+                             *TINY],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return out, result
@@ -79,6 +69,7 @@ def test_plots_are_pngs(bench_run):
 
 
 def test_bench_is_a_sparse_adder_subcommand():
+    assert "bench.cli:register" in cli.plugin_commands()  # registered by pyproject's entry point
     args = cli.build_parser().parse_args(["bench", "--concurrency", "1,16", "--out", "x"])
     assert args.concurrency == [1, 16] and args.batch_sizes == [1, 16, 256, 1024] and callable(args.func)
 

@@ -2,28 +2,15 @@
 and the server's resident memory grows by less than 10% after warm-up. No time is asserted."""
 
 import os
-from pathlib import Path
-
-import pytest
 
 from bench.endtoend import ClientPool
-from bench.server_process import ServerProcess
 from bench.soak import MAX_RSS_GROWTH, main, report, rss_bytes, soak
-from contract import MODEL_FILE, MODELS, model_dir
-from fixtures.service_repository import build_repository
+from contract import MODELS
+from service.process import ServerProcess
 
 
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory) -> Path:
-    """The exported models when ADDER_MODEL_REPOSITORY has them (make test), else the fixture adders."""
-    real = Path(os.environ.get("ADDER_MODEL_REPOSITORY", "/nonexistent"))
-    if all((model_dir(real, m) / MODEL_FILE).is_file() for m in MODELS):
-        return real
-    return build_repository(tmp_path_factory.mktemp("repository"))
-
-
-def test_a_short_soak_has_no_errors_right_answers_and_flat_memory(repository, tmp_path):
-    with ServerProcess(repository, tmp_path / "server.log", max_batch_size=64, intra_op_threads=1) as server:
+def test_a_short_soak_has_no_errors_right_answers_and_flat_memory(measured_repository, tmp_path):
+    with ServerProcess(measured_repository, tmp_path / "server.log", max_batch_size=64, intra_op_threads=1) as server:
         pool = ClientPool(2)
         try:
             result = soak(server.target, server.pid, pool, list(MODELS), clients=8, seconds=4, warmup_seconds=2)
@@ -36,8 +23,15 @@ def test_a_short_soak_has_no_errors_right_answers_and_flat_memory(repository, tm
     assert result.problems() == []
 
 
-def test_rss_is_read_from_proc():
-    assert rss_bytes(os.getpid()) > 1024 * 1024
+def test_rss_follows_memory_the_process_touches():
+    """rss_bytes reads kB and returns bytes: 64 MiB made resident shows as 64 MiB more (a wrong unit, a
+    wrong field such as VmSize, or another process's figure would not)."""
+    before = rss_bytes(os.getpid())
+    block = bytearray(64 * 1024 * 1024)
+    block[::4096] = b"\x01" * len(block[::4096])  # touch every page: resident, not just reserved
+    grown = rss_bytes(os.getpid()) - before
+    assert 56 * 1024 * 1024 < grown < 80 * 1024 * 1024, grown
+    del block
 
 
 def test_an_unservable_repository_is_exit_code_2(tmp_path, capsys):

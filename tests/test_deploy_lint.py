@@ -3,11 +3,12 @@ and yamllint report nothing, and every skip carries its reason.
 """
 
 import json
+import os
 import subprocess
 
 import pytest
 
-from deploy_support import DOCKERFILE, K8S, PROJECT_BIN, ROOT, TOOLS_BIN
+from deploy_support import DOCKERFILE, K8S, KUBECTL, PROJECT_BIN, ROOT, TOOLS_BIN
 
 CHECKOV = TOOLS_BIN / "checkov"
 # The default yamllint rules, with room for the comments that say why.
@@ -33,7 +34,9 @@ def checkov(*target: str) -> list[dict]:
     """checkov's JSON reports (one per framework); --skip-download keeps it offline."""
     if not CHECKOV.exists():
         pytest.skip(f"{CHECKOV} missing: run `make tools` (make test does)")
-    result = run([str(CHECKOV), *target, "--skip-download", "--output", "json"])
+    # checkov's kustomize framework runs `kubectl kustomize` from PATH: give it the project's kubectl first.
+    env = {**os.environ, "PATH": f"{KUBECTL.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = run([str(CHECKOV), *target, "--skip-download", "--output", "json"], env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = json.loads(result.stdout)
     return reports if isinstance(reports, list) else [reports]

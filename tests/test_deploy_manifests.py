@@ -3,6 +3,7 @@ matches what the server really serves (ports, ADDER_* settings, grpc.health.v1 n
 """
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -234,3 +235,14 @@ def test_validation_is_not_vacuous():
         kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
     with pytest.raises(jsonschema.ValidationError):
         validate_object_meta({"name": "x", "labelz": {}}, K8S_VERSIONS[-1])
+
+
+def test_rendering_uses_the_projects_kubectl_not_the_one_on_path(tmp_path, monkeypatch):
+    """A machine whose PATH has a broken (or old, or no) kubectl still renders: the `dev` extra's is used."""
+    broken = tmp_path / "kubectl"
+    broken.write_text("#!/bin/sh\necho 'broken kubectl on PATH' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert subprocess.run(["kubectl", "version", "--client"], capture_output=True).returncode == 3
+    objects = render.__wrapped__("base")  # uncached: really runs kubectl again
+    assert of_kind(objects, "Deployment")

@@ -28,7 +28,7 @@ def test_circuit_of_hand_made_model_reports_dead_layer_heads_and_neurons():
     gates = hard_gates(model, domain.a, domain.b)
     assert sum(e.count for e in circuit.edges) == int(gates.sum())
     per_problem = gates.flatten(1).sum(1).float()
-    assert abs(circuit.edges_per_problem["mean"] - per_problem.mean().item()) < 1e-3
+    assert abs(circuit.edges_per_problem.mean - per_problem.mean().item()) < 1e-3
     assert circuit.possible_edges_per_problem == layers * heads * 55
     # every dead (layer, head, query) row really never fires
     for l, h, q in circuit.dead_query_rows:

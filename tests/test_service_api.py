@@ -3,7 +3,6 @@
 import numpy as np
 
 from fixtures.service_repository import SPARSE_EDGES, fixture_active_edges
-from fixtures.service_servers import fixture_repository, server, stubs  # noqa: F401 (pytest fixtures)
 from service.generated.adder.v1 import adder_pb2
 
 

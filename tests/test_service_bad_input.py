@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixtures.service_repository import fixture_active_edges
-from fixtures.service_servers import connect, fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.service_servers import connect, running_server
 from service.errors import shown
 from service.generated.adder.v1 import adder_pb2
 from service.generated.inference import grpc_predict_v2_pb2 as pb

@@ -7,30 +7,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from fixtures.fakes import PausableModel
 from service.batcher import Batcher
 from service.errors import DeadlineExceeded, Unavailable
 from service.metrics import Metrics
-from service.runtime import Answers, expected_digits
-
-
-class PausableModel:
-    """Records the rows of every run; the first run waits for `release` so requests pile up behind it."""
-
-    def __init__(self, pause_first=True):
-        self.calls: list[list[int]] = []
-        self.threads: list[str] = []
-        self.release = threading.Event()
-        self.started = threading.Event()
-        self._pause = pause_first
-
-    def run(self, a, b):
-        self.calls.append(a.tolist())
-        self.threads.append(threading.current_thread().name)
-        self.started.set()
-        if self._pause:
-            self._pause = False
-            assert self.release.wait(30)
-        return Answers(a + b, expected_digits(a + b), None)
 
 
 def make(model, max_batch_size=8, delay=1e-6, adaptive=False):

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fixtures.service_servers import fixture_repository, server  # noqa: F401 (pytest fixtures)
 from service import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +53,7 @@ def test_subcommands_are_pluggable_and_missing_tools_are_skipped(tmp_path, monke
         "    parser = subparsers.add_parser('hello')\n"
         "    parser.set_defaults(func=lambda args: 7)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    parser = cli.build_parser([*cli.COMMANDS, "extra_tool:register", "not_installed_bench.cli:register"])
+    parser = cli.build_parser([*cli.COMMANDS, "extra_tool:register", "not_installed_tool.cli:register"])
     args = parser.parse_args(["hello"])
     assert args.func(args) == 7
 

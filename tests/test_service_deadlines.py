@@ -14,7 +14,8 @@ import grpc
 import numpy as np
 import pytest
 
-from fixtures.service_servers import connect, fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.fakes import PausableModel, eventually
+from fixtures.service_servers import connect, running_server
 from service.adder_servicer import AdderServicer
 from service.generated.adder.v1 import adder_pb2
 from service.generated.inference import grpc_predict_v2_pb2 as pb
@@ -36,15 +37,6 @@ def recorded(server, method: str, code: str, model="adder-sparse") -> float:
 
 def inflight(server) -> float:
     return server.metrics.registry.get_sample_value("adder_inflight_requests")
-
-
-def eventually(predicate, seconds=10.0) -> bool:
-    end = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def assert_nothing_left(server, model="adder-sparse"):
@@ -182,7 +174,6 @@ def test_batcher_drops_followers_whose_rpc_ended_before_their_batch_ran():
     from service.batcher import Batcher
     from service.errors import Cancelled
     from service.metrics import Metrics
-    from test_service_batcher import PausableModel
 
     model = PausableModel()
     batcher = Batcher("m", model.run, Metrics(CollectorRegistry()), max_batch_size=4, max_queue_delay_s=30.0)

@@ -5,7 +5,7 @@ import time
 import grpc
 import pytest
 
-from fixtures.service_servers import connect, fixture_repository, running_server, server, stubs  # noqa: F401
+from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
 
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND

@@ -8,7 +8,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from fixtures.service_repository import build_repository
-from fixtures.service_servers import connect, fixture_repository, running_server  # noqa: F401
+from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
 from service.generated.inference import grpc_predict_v2_pb2 as kserve
 

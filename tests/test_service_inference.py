@@ -9,8 +9,8 @@ import grpc
 import numpy as np
 import pytest
 
-from fixtures.service_repository import SPARSE_EDGES, carries
-from fixtures.service_servers import fixture_repository, server, stubs  # noqa: F401 (pytest fixtures)
+from contract.domain import has_carry
+from fixtures.service_repository import SPARSE_EDGES
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 
 A = np.array([36, 12, 99, 0], dtype=np.int64)
@@ -45,7 +45,7 @@ def test_model_infer_raw_and_typed_contents_answer_raw(stubs, raw, datatype):
     out = decode(response)
     assert out["sum"].tolist() == (A + B).tolist()
     assert out["digits"].tolist() == [[int(c) for c in f"{s:05d}"] for s in A + B]
-    expected_edges = [[(e[4] if c else e[5]) for e in SPARSE_EDGES] for c in carries(A, B)]
+    expected_edges = [[(e[4] if c else e[5]) for e in SPARSE_EDGES] for c in has_carry(A, B)]
     assert out["edges"].tolist() == expected_edges
 
 

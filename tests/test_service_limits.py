@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from fixtures.service_servers import connect, fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.fakes import eventually
+from fixtures.service_servers import connect, running_server
 from service.config import Config, parse_args
 from service.generated.adder.v1 import adder_pb2
 from service.generated.inference import grpc_predict_v2_pb2 as pb
-from test_service_deadlines import eventually
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 

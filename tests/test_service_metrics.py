@@ -12,7 +12,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fixtures.service_servers import connect, fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
 
 

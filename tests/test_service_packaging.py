@@ -1,4 +1,4 @@
-"""The committed stubs match the protos, and the service never imports torch, onnx or export."""
+"""The committed stubs match the protos, and the service never imports torch, onnx, export or bench."""
 
 import filecmp
 import subprocess
@@ -19,9 +19,9 @@ def test_generated_stubs_match_protos(tmp_path):
     assert not stale, f"run `make protos` and commit: {stale} differ from the protos"
 
 
-def test_service_imports_no_torch_onnx_or_export():
+def test_service_imports_no_torch_onnx_export_or_bench():
     code = ("import sys, service.server, service.cli, service.__main__\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'export'))\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'export', 'bench'))\n"
             "print(' '.join(bad))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True)
     assert result.stdout.strip() == "", f"service imports {result.stdout.strip()}"

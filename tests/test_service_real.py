@@ -78,9 +78,9 @@ def test_circuit_matches_the_manifest(real):
     for name in ("adder-sparse", "adder-dense"):
         circuit = client.adder.GetCircuit(adder_pb2.GetCircuitRequest(model=name), timeout=30)
         manifest = server.models.models[name].files.manifest
-        assert circuit.sha256 == manifest["sha256"]
-        assert len(circuit.edges) == len(server.models.models[name].files.circuit["edges"])
-        assert circuit.accuracy.correct == manifest["accuracy"]["correct"] == 10_000
+        assert circuit.sha256 == manifest.sha256
+        assert len(circuit.edges) == len(server.models.models[name].files.circuit.edges) == manifest.edges.distinct
+        assert circuit.accuracy.correct == manifest.accuracy.correct == 10_000
     sparse = client.adder.GetCircuit(adder_pb2.GetCircuitRequest(model="adder-sparse"), timeout=30)
     dense = client.adder.GetCircuit(adder_pb2.GetCircuitRequest(model="adder-dense"), timeout=30)
     assert len(sparse.edges) < len(dense.edges) and sparse.parameters_kept < dense.parameters_kept

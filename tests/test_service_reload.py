@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bench.server_process import ServerProcess
+from service.process import ServerProcess
 from contract import DENSE_MODEL, SPARSE_MODEL
 from fixtures.service_repository import build_repository, write_model
 from fixtures.service_servers import connect, running_server

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from fixtures.certificates import CertificateAuthority
-from fixtures.service_servers import Stubs, connect, fixture_repository, running_server  # noqa: F401
+from fixtures.service_servers import Stubs, connect, running_server
 from fixtures.service_servers import test_config as server_config
 from service import cli
 from service.config import parse_args

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 
-from fixtures.service_servers import fixture_repository  # noqa: F401 (pytest fixture)
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from bench.server_process import ServerProcess
+from service.process import ServerProcess
 from contract import DENSE_MODEL, MODEL_FILE, MODELS, SPARSE_MODEL, model_dir
 from fixtures.service_repository import build_repository
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc

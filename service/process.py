@@ -1,4 +1,7 @@
-"""Start `python -m service` in a subprocess on free loopback ports, wait until it is ready, stop it."""
+"""Start `python -m service` as a child process on free loopback ports, wait until it serves, stop it.
+
+For programs that drive a real server process: benchmarks, soak runs, tests.
+"""
 
 import json
 import os
