@@ -87,7 +87,7 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict, binary: bytes, offse
     size = _object(tensor.get("parameters", {}), f"{label} parameters").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= len(binary) - offset:
-            raise InvalidArgument(f"{label} binary_data_size is {shown(str(size))}, but "
+            raise InvalidArgument(f"{label} binary_data_size is {json.dumps(size)[:40]}, but "
                                   f"{len(binary) - offset} bytes of binary data are left")
         if "data" in tensor:
             raise InvalidArgument(f"{label} has both data and binary_data_size: send one or the other")
@@ -111,7 +111,7 @@ def _json_data(label: str, data, datatype: str, shape: list[int]) -> bytes:
     if values.size and values.dtype.kind not in "iu":
         first = values.ravel()[0]
         raise InvalidArgument(f"{label} data must be integers for {datatype or 'its datatype'}, got "
-                              f"{shown(json.dumps(first if not isinstance(first, np.generic) else first.item()))}")
+                              f"{json.dumps(first if not isinstance(first, np.generic) else first.item())[:40]}")
     expected = math.prod(shape) if all(d >= 0 for d in shape) else -1
     if values.size != expected and expected >= 0:
         raise InvalidArgument(f"{label} has {values.size} values in data, shape {shape} needs {expected}")

@@ -39,7 +39,10 @@ class HttpEndpoint:
                 tls |= {"ssl_ca_certs": config.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
         self._config = uvicorn.Config(
             app, http="httptools", lifespan="off", access_log=False, log_config=None, server_header=False,
-            proxy_headers=False, backlog=2048, timeout_graceful_shutdown=1, **tls)
+            proxy_headers=False, backlog=2048, timeout_graceful_shutdown=1,
+            # Longer than load balancers' idle timeouts (60 s on the common ones): the balancer, not the
+            # server, closes an idle connection, so no request races a close. A drain closes idle ones.
+            timeout_keep_alive=75, **tls)
         try:
             self._config.load()  # reads the TLS files now: a bad one stops the server from starting
         except BaseException:
