@@ -32,6 +32,7 @@ class ServerProcess:
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen | None = None
         self.target = ""
+        self.http_target = ""  # the HTTP/REST port (Add-HTTP scenarios)
         self.metrics_url = ""
         self.config: dict = {}
         self.ready_models: list[str] = []
@@ -70,6 +71,8 @@ class ServerProcess:
                     self.config = record.get("config", {})
                 elif record.get("message") == "listening":
                     self.target = f"127.0.0.1:{record['grpc_port']}"
+                    if record.get("http_port"):
+                        self.http_target = f"127.0.0.1:{record['http_port']}"
                     if record.get("metrics_port"):
                         self.metrics_url = f"http://127.0.0.1:{record['metrics_port']}/metrics"
                 elif record.get("message") == "models loaded":
