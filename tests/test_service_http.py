@@ -230,3 +230,26 @@ def test_tls_serves_https_only(fixture_repository, tmp_path):
 def test_http_port_minus_one_turns_http_off(fixture_repository):
     with running_server(fixture_repository, http_port=-1) as server:
         assert server.http is None and server.http_port is None
+
+
+def test_a_client_that_hangs_up_leaves_the_queue(fixture_repository):
+    # Held in the batcher by a long queue delay; the client closes its connection before an answer.
+    with running_server(fixture_repository, http_port=0, max_queue_delay_us=30_000_000,
+                        queue_delay_policy="always") as server:
+        registry = server.metrics.registry
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        connection.request("GET", "/v1/add?a=1&b=2")
+        for _ in range(500):
+            if registry.get_sample_value("adder_inflight_requests") == 1:
+                break
+            time.sleep(0.01)
+        connection.close()
+        sample = ("adder_request_duration_seconds_count",
+                  {"method": "Add", "model": "adder-sparse", "code": "CANCELLED", "protocol": "http"})
+        for _ in range(500):
+            if registry.get_sample_value(*sample):
+                break
+            time.sleep(0.01)
+        assert registry.get_sample_value(*sample) == 1  # long before the 30 s delay
+        assert registry.get_sample_value("adder_inflight_requests") == 0
+        assert not registry.get_sample_value("adder_inference_duration_seconds_count", {"model": "adder-sparse"})
