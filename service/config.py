@@ -81,7 +81,8 @@ def from_env(environ: Mapping[str, str]) -> Config:
 def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Flags over environment over defaults; read once at start-up and passed down explicitly."""
     base = from_env(os.environ if environ is None else environ)
-    parser = argparse.ArgumentParser(prog="sparse-adder-server", description="Serve the adder models over gRPC.")
+    parser = argparse.ArgumentParser(prog="sparse-adder-server",
+                                     description="Serve the adder models over gRPC and HTTP/REST.")
     for name, (env, kind, help_text) in _OPTIONS.items():
         default = getattr(base, name)
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default,

@@ -69,7 +69,8 @@ def test_json_in_json_out_one_output(client):
 def test_mixed_binary_and_json_inputs_and_outputs(client):
     tensors = inputs()
     tensors[1].set_data_from_numpy(B, binary_data=False)
-    outputs = [triton.InferRequestedOutput("digits", binary_data=True), triton.InferRequestedOutput("edges", binary_data=False)]
+    outputs = [triton.InferRequestedOutput("digits", binary_data=True),
+               triton.InferRequestedOutput("edges", binary_data=False)]
     result = client.infer("adder-sparse", tensors, outputs=outputs, model_version="1")
     assert result.as_numpy("digits")[-1].tolist() == [0, 0, 1, 0, 2]
     assert result.get_output("edges")["data"] == expected_edges(A, B).ravel().tolist()
