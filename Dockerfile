@@ -3,7 +3,7 @@
 #   docker build -t sparse-adder:0.1.0 .                        # trains and exports inside (slow)
 #   make export && docker build --build-arg MODEL_SOURCE=prebuilt -t sparse-adder:0.1.0 .
 # Run with the same restrictions as in Kubernetes:
-#   docker run --read-only --tmpfs /tmp -p 8001:8001 -p 8002:8002 sparse-adder:0.1.0
+#   docker run --read-only --tmpfs /tmp -p 8000:8000 -p 8001:8001 -p 8002:8002 sparse-adder:0.1.0
 
 # export: build the model repository here; prebuilt: take ./model_repository from the context.
 # (BuildKit, the default builder, builds only the stages the target needs: the other one is skipped.)
@@ -56,7 +56,7 @@ RUN python -m venv /opt/venv \
 # ---- runtime ----------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="sparse-adder" \
-      org.opencontainers.image.description="gRPC server for a 2-digit adder transformer and its sparse attention circuit" \
+      org.opencontainers.image.description="gRPC and HTTP/REST server for a 2-digit adder transformer and its sparse attention circuit" \
       org.opencontainers.image.version="0.1.0"
 # Configuration is ADDER_* variables only (k8s: the adder-config ConfigMap). In a container the
 # server must listen on all interfaces; /tmp is the only writable place (a tmpfs / emptyDir).
@@ -65,6 +65,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     ADDER_HOST=0.0.0.0 \
+    ADDER_HTTP_PORT=8000 \
     ADDER_GRPC_PORT=8001 \
     ADDER_METRICS_PORT=8002 \
     ADDER_MODEL_REPOSITORY=/models
@@ -74,7 +75,7 @@ COPY --from=models /models /models
 COPY docker/healthcheck.py /opt/sparse-adder/healthcheck.py
 # A fixed numeric UID/GID (no passwd entry needed), the same as runAsUser in k8s/base.
 USER 10001:10001
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 # grpc.health.v1 Check of "": healthy = every model loaded, sha256 checked, 10,000 sums right.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "/opt/sparse-adder/healthcheck.py", ""]

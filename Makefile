@@ -6,18 +6,23 @@ PY := $(VENV)/bin/python
 REPO ?= model_repository
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps tools models export run test bench soak protos clean
+.PHONY: setup system-deps tools models export run test bench soak protos screenshot clean
 
 setup: system-deps $(STAMP)
 
-# Debian's prometheus binary: a test scrapes the server with it. Installed only when missing and we
-# are root with apt (CI, containers); elsewhere setup goes on and that one test is skipped.
+# Debian's prometheus binary (a test scrapes the server with it) and chromium + chromium-driver (the
+# explorer page's browser test, `make screenshot`). Installed only when missing and we are root with
+# apt (CI, containers); elsewhere setup goes on and those tests are skipped.
+SYSTEM_PACKAGES := prometheus:prometheus chromium:chromium chromedriver:chromium-driver
+
 system-deps:
-	@command -v prometheus >/dev/null || { \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
-	  else echo "note: prometheus not installed (apt-get install prometheus); its test will be skipped"; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "note:$$missing not installed (apt-get install$$missing); their tests will be skipped"; fi; fi
 
 # Pinned CPU torch first: anything ranged would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -64,11 +69,15 @@ soak: setup models
 protos: setup
 	$(PY) protos/generate.py
 
+# Refresh docs/explorer.png: the explorer page at 43+59 in headless Chromium (README: REST and the explorer).
+screenshot: setup models
+	$(PY) tests/explorer_screenshot.py $(REPO) docs/explorer.png
+
 clean:
 	rm -rf $(VENV) $(TOOLS) $(REPO)
 
 # Build the image with buildah (MODEL_SOURCE=prebuilt) on a locally made bookworm stand-in for its base,
 # run it as the Dockerfile's header says and check it from the host. Root: installs buildah/podman.
 .PHONY: image-test
-image-test: setup $(REPO)/adder-sparse/1/model.onnx
+image-test: setup models
 	PY=$(PY) bash docker/image-test.sh

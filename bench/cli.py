@@ -28,18 +28,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--target", default="",
                        help="measure this running server (host:port) instead of starting two "
                             "(batching on and off); the batching comparison is then n/a")
+    where.add_argument("--http-target", default="",
+                       help="with --target: the server's HTTP/REST host:port, for the Add-HTTP rows")
     where.add_argument("--out", default=DEFAULT_OUT, help=f"directory for bench.json, summary.txt and the PNGs "
                                                           f"[default {DEFAULT_OUT}]")
     where.add_argument("--models", default=",".join(MODELS), help="comma-separated builds [default both]")
     where.add_argument("--skip-inprocess", action="store_true", help="only the end-to-end part")
     where.add_argument("--skip-e2e", action="store_true", help="only the in-process part")
+    where.add_argument("--skip-http", action="store_true", help="no Add-HTTP rows (Add over HTTP/REST)")
     ort = parser.add_argument_group("in-process (ONNX Runtime)")
     ort.add_argument("--batch-sizes", type=_ints, default=[1, 16, 256, 1024], help="default 1,16,256,1024")
     ort.add_argument("--intra-op-threads", type=int, default=1,
                      help="ORT threads, in-process and in the servers the bench starts [default 1]")
     ort.add_argument("--pairs", type=int, default=300, help="max dense+sparse pairs per batch size [default 300]")
     ort.add_argument("--warmup", type=int, default=20, help="warm-up runs per build and batch size [default 20]")
-    e2e = parser.add_argument_group("end to end (gRPC)")
+    e2e = parser.add_argument_group("end to end (gRPC, and Add over HTTP/REST)")
     e2e.add_argument("--concurrency", type=_ints, default=[1, 4, 16, 64], help="clients [default 1,4,16,64]")
     e2e.add_argument("--calls", type=int, default=3000, help="max calls per scenario, all clients [default 3000]")
     e2e.add_argument("--client-processes", type=int, default=4,

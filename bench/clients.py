@@ -1,8 +1,11 @@
-"""Closed-loop gRPC clients, run inside worker processes: each thread sends one call, waits, sends the next."""
+"""Closed-loop clients (gRPC, and HTTP/REST for Add-HTTP), run inside worker processes: each thread sends
+one call, waits, sends the next."""
 
 # A Job is one process's share of a scenario. Threads of one process share one channel (as a real
 # client would) and start together at `start_at` (wall clock, so processes line up), after a warm-up.
 
+import http.client
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 
 ADD, ADD_BATCH, CHECK = "Add", "AddBatch", "Check"
+ADD_HTTP = "Add-HTTP"  # Add as GET /v1/add on the server's HTTP port: the same handler and batcher as gRPC's
+
+
+class HttpCallError(Exception):
+    """An HTTP answer other than 200, or a broken connection."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class Job:
     rows: int = 1  # AddBatch rows per call
     timeout_s: float = 10.0
     seed: int = 0
+    http_target: str = ""  # host:port of the server's HTTP/REST port (Add-HTTP)
 
 
 def _caller(job: Job, channel: grpc.Channel, rng: np.random.Generator):
@@ -37,6 +46,8 @@ def _caller(job: Job, channel: grpc.Channel, rng: np.random.Generator):
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service="")
         return lambda: stub.Check(request, timeout=job.timeout_s).status == health_pb2.HealthCheckResponse.SERVING
+    if job.method == ADD_HTTP:
+        return _http_add(job, rng)
     stub = adder_pb2_grpc.AdderStub(channel)
     if job.method == ADD_BATCH:
         a, b = rng.integers(0, 100, size=(2, job.rows))
@@ -54,13 +65,36 @@ def _caller(job: Job, channel: grpc.Channel, rng: np.random.Generator):
     return add
 
 
+def _http_add(job: Job, rng: np.random.Generator):
+    """GET /v1/add over one keep-alive connection per thread, as a pooled HTTP client would."""
+    host, _, port = job.http_target.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=job.timeout_s)
+    pairs = [(int(x), int(y)) for x, y in rng.integers(0, 100, size=(64, 2))]
+    paths = [(f"/v1/add?a={x}&b={y}&model={job.model}", x + y, f"{x + y:05d}") for x, y in pairs]
+    counter = iter(range(1 << 62))
+
+    def add() -> bool:
+        path, expected, answer = paths[next(counter) % len(paths)]
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            body = json.loads(response.read())
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            connection.close()  # the next request reconnects
+            raise HttpCallError(f"{type(error).__name__}: {error}") from None
+        if response.status != 200:
+            raise HttpCallError(f"HTTP {response.status}: {body.get('error', '')}")
+        return body["sum"] == expected and body["answer"] == answer
+    return add
+
+
 def _thread(job: Job, channel: grpc.Channel, index: int, out: dict) -> None:
     call = _caller(job, channel, np.random.default_rng([job.seed, index]))
     errors, wrong, first_error = 0, 0, ""
     for _ in range(job.warmup_calls):
         try:
             call()
-        except grpc.RpcError:
+        except (grpc.RpcError, HttpCallError):
             pass
     time.sleep(max(0.0, job.start_at - time.time()))
     latencies = []
@@ -74,6 +108,10 @@ def _thread(job: Job, channel: grpc.Channel, index: int, out: dict) -> None:
         except grpc.RpcError as error:
             errors += 1
             first_error = first_error or f"{error.code().name}: {error.details()}"
+            continue
+        except HttpCallError as error:
+            errors += 1
+            first_error = first_error or str(error)
             continue
         latencies.append(time.perf_counter() - begin)
         wrong += not right

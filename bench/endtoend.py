@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
-from bench.clients import ADD, ADD_BATCH, CHECK, Job, ping, run_job
+from bench.clients import ADD, ADD_BATCH, ADD_HTTP, CHECK, Job, ping, run_job
 from bench.stats import summary
 
 FLOOR = "floor"  # the model column of the health Check rows
@@ -66,7 +66,7 @@ class ClientPool:
         list(self.executor.map(_ping_slowly, range(processes)))
 
     def run(self, scenario: Scenario, target: str, calls: int, seconds: float, warmup_calls: int,
-            timeout_s: float) -> None:
+            timeout_s: float, http_target: str = "") -> None:
         """Fill `scenario` with the latencies of up to `calls` calls made within `seconds`."""
         n_procs = min(self.processes, scenario.concurrency)
         threads = [scenario.concurrency // n_procs + (i < scenario.concurrency % n_procs) for i in range(n_procs)]
@@ -75,7 +75,8 @@ class ClientPool:
         # only widens the measured window (a conservative throughput).
         start_at = time.time() + 0.2 + 0.01 * scenario.concurrency + 0.005 * warmup_calls * scenario.rows / 64
         jobs = [Job(target, scenario.method, scenario.model, n, per_thread, start_at, start_at + seconds,
-                    warmup_calls, scenario.rows, timeout_s, seed=i) for i, n in enumerate(threads)]
+                    warmup_calls, scenario.rows, timeout_s, seed=i, http_target=http_target)
+                for i, n in enumerate(threads)]
         parts = list(self.executor.map(run_job, jobs))
         scenario.latencies = [x for p in parts for x in p["latencies"]]
         scenario.seconds = max(p["ended"] for p in parts) - min(p["started"] for p in parts)
@@ -92,11 +93,14 @@ def _ping_slowly(_: int) -> int:
     return ping()
 
 
-def plan(server: str, models: list[str], concurrency: list[int], batch_rows: int, with_add_batch: bool
-         ) -> list[Scenario]:
-    """The scenarios for one server: floor, then each model, at each concurrency; then AddBatch."""
+def plan(server: str, models: list[str], concurrency: list[int], batch_rows: int, with_add_batch: bool,
+         with_http: bool = False) -> list[Scenario]:
+    """The scenarios for one server: floor, then each model, at each concurrency (over gRPC, then over
+    HTTP/REST when asked); then AddBatch."""
     scenarios = [Scenario(server, CHECK, "", c) for c in concurrency]
     scenarios += [Scenario(server, ADD, model, c) for model in models for c in concurrency]
+    if with_http:
+        scenarios += [Scenario(server, ADD_HTTP, model, c) for model in models for c in concurrency]
     if with_add_batch:
         scenarios += [Scenario(server, ADD_BATCH, model, 1, rows=batch_rows) for model in models]
     return scenarios

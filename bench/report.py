@@ -7,7 +7,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench.clients import ADD_BATCH
+import numpy as np
+
+from bench.clients import ADD, ADD_BATCH, ADD_HTTP
 from bench.endtoend import Scenario
 from bench.inprocess import BatchResult
 from bench.stats import ms, rate, us
@@ -87,10 +89,29 @@ def endtoend_table(scenarios: list[Scenario]) -> list[str]:
                          ms(lat.get("p95")), ms(lat.get("p99")), rate(per_s) + (" sums/s" if s.method == ADD_BATCH else ""),
                          "-" if s.mean_batch is None else f"{s.mean_batch:.1f}",
                          str(s.errors + s.wrong) if not s.skipped else "skipped"])
-        lines += ["", f"End to end over gRPC, server: {server}",
+        over = "gRPC, Add-HTTP rows over HTTP/REST" if any(s.method == ADD_HTTP for s in scenarios) else "gRPC"
+        lines += ["", f"End to end over {over}, server: {server}",
                   *_table(["rpc", "model", "clients", "calls", "p50 ms", "p95 ms", "p99 ms", "per second",
                            "server batch", "errors"], rows)]
     return lines
+
+
+def protocol_table(scenarios: list[Scenario]) -> list[str]:
+    """Add over gRPC beside Add over HTTP/REST, same server, model and clients: the figures to choose by."""
+    grpc = {(s.server, s.model, s.concurrency): s for s in scenarios if s.method == ADD and s.latencies}
+    rows = []
+    for s in scenarios:
+        other = grpc.get((s.server, s.model, s.concurrency))
+        if s.method != ADD_HTTP or not s.latencies or other is None:
+            continue
+        p50 = [ms(float(np.median(x.latencies))) for x in (other, s)]
+        rows.append([s.server, s.model, str(s.concurrency), *p50, rate(other.throughput), rate(s.throughput),
+                     f"{s.throughput / other.throughput:.2f}x"])
+    if not rows:
+        return []
+    return ["", "Add: gRPC vs HTTP/REST on the same server (p50 latency, requests per second)",
+            *_table(["server", "model", "clients", "gRPC p50 ms", "HTTP p50 ms", "gRPC req/s", "HTTP req/s",
+                     "HTTP/gRPC"], rows)]
 
 
 def targets_table(checks: list[Check]) -> list[str]:
@@ -108,7 +129,8 @@ def text(inprocess: list[BatchResult], scenarios: list[Scenario], checks: list[C
     head = [f"sparse-adder bench on {info['cpu']} ({info['usable_cpus']} CPUs usable, "
             f"load {', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or [])} at start)"]
     body = inprocess_table(inprocess, threads) if inprocess else ["In-process: not measured"]
-    return "\n".join(head + [""] + body + (endtoend_table(scenarios) if scenarios else []) + targets_table(checks))
+    end_to_end = endtoend_table(scenarios) + protocol_table(scenarios) if scenarios else []
+    return "\n".join(head + [""] + body + end_to_end + targets_table(checks))
 
 
 def write_json(path: Path, settings: dict, info: dict, models: dict, inprocess: list[BatchResult],

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import plots, report
+from bench.clients import ADD_HTTP
 from bench.endtoend import ClientPool, Scenario, plan
 from bench.inprocess import BatchResult, load_models, paired_runs
 from bench.progress import Progress
@@ -30,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {repository} lacks {' or '.join(models)}: the in-process part is skipped")
     servers = [("target", 0)] if args.target else [(BATCHING, args.max_batch_size), (NO_BATCHING, 1)]
     plans = {} if args.skip_e2e else {
-        name: plan(name, models, args.concurrency, args.batch_rows, with_add_batch=i == 0)
+        name: plan(name, models, args.concurrency, args.batch_rows, with_add_batch=i == 0,
+                   with_http=i == 0 and not args.skip_http)
         for i, (name, _) in enumerate(servers)}
     batch_sizes = [] if args.skip_inprocess or not have_files else args.batch_sizes
     progress = Progress(len(batch_sizes) + sum(map(len, plans.values())), args.time_limit)
@@ -86,12 +88,12 @@ def _end_to_end(args, repository: Path, servers: list[tuple[str, int]], plans: d
                     scenario.skipped = "time limit"
                 continue
             if args.target:
-                _measure(args, todo, args.target, None, pool, progress)
+                _measure(args, todo, args.target, None, pool, progress, args.http_target)
                 continue
             try:
                 with ServerProcess(repository, out / f"server-{name}.log", max_batch, args.intra_op_threads) as server:
                     progress.note(f"server {name} (max batch {max_batch}) ready on {server.target}")
-                    _measure(args, todo, server.target, server, pool, progress)
+                    _measure(args, todo, server.target, server, pool, progress, server.http_target)
             except ServerError as error:
                 progress.note(f"server {name} did not start: {error}")
                 for scenario in todo:
@@ -102,15 +104,19 @@ def _end_to_end(args, repository: Path, servers: list[tuple[str, int]], plans: d
 
 
 def _measure(args, todo: list[Scenario], target: str, server: ServerProcess | None, pool: ClientPool,
-             progress: Progress) -> None:
+             progress: Progress, http_target: str = "") -> None:
     for scenario in todo:
         if not progress.begin(scenario.label):
             scenario.skipped = "time limit"
             continue
+        if scenario.method == ADD_HTTP and not http_target:
+            scenario.skipped = "no HTTP port (--http-target)"
+            progress.note(scenario.skipped)
+            continue
         before = server.batch_sizes() if server else {}
         calls = args.batch_calls if scenario.rows > 1 else args.calls
         pool.run(scenario, target, calls, min(args.step_seconds, max(0.5, progress.remaining())),
-                 args.client_warmup, args.timeout)
+                 args.client_warmup, args.timeout, http_target)
         after = server.batch_sizes() if server else {}
         if scenario.model in after:
             # Includes the warm-up calls' runs; over a whole scenario they barely move the mean.

@@ -16,6 +16,7 @@ class Config:
     host: str = "127.0.0.1"  # loopback unless asked: the container sets 0.0.0.0 explicitly
     grpc_port: int = 8001  # Triton's gRPC port; 0 picks a free one
     metrics_port: int = 8002  # Triton's metrics port; 0 picks a free one, -1 disables
+    http_port: int = 8000  # Triton's HTTP/REST port (KServe v2 REST, /v1, the explorer); 0 any, -1 off
     max_batch_size: int = 64  # rows per session.run when coalescing; 1 turns dynamic batching off
     # Extra wait for a batch to fill (0 = take what is queued). Measured on 2 cores, 16 clients: 1 ms
     # doubled rows per run and raised throughput; "adaptive" keeps it off sequential requests.
@@ -29,7 +30,7 @@ class Config:
     # Hardening (README "Reliability"): limits, TLS, where metrics listen.
     max_message_bytes: int = 4 * 1024 * 1024  # largest gRPC message received or sent (gRPC's receive default)
     max_concurrent_rpcs: int = 256  # RPCs in progress at once, health Watch streams included; 0: no limit
-    tls_cert: str = ""  # PEM server certificate chain; with tls_key, gRPC serves TLS only
+    tls_cert: str = ""  # PEM server certificate chain; with tls_key, gRPC and HTTP serve TLS only
     tls_key: str = ""  # PEM private key of tls_cert
     tls_client_ca: str = ""  # PEM CA bundle: clients must present a certificate it signed (mutual TLS)
     metrics_host: str = ""  # address for /metrics; empty: the same as host
@@ -40,9 +41,10 @@ class Config:
 # Flag name -> (env var, type, help).
 _OPTIONS = {
     "model_repository": ("ADDER_MODEL_REPOSITORY", Path, "model repository folder"),
-    "host": ("ADDER_HOST", str, "address to bind gRPC and metrics to"),
+    "host": ("ADDER_HOST", str, "address to bind gRPC, HTTP and metrics to"),
     "grpc_port": ("ADDER_GRPC_PORT", int, "gRPC port (0: any free port)"),
     "metrics_port": ("ADDER_METRICS_PORT", int, "Prometheus metrics HTTP port (0: any, -1: off)"),
+    "http_port": ("ADDER_HTTP_PORT", int, "HTTP/REST port: KServe v2 REST, /v1 and the explorer page (0: any, -1: off)"),
     "max_batch_size": ("ADDER_MAX_BATCH_SIZE", int, "max rows coalesced into one session.run (1: no batching)"),
     "max_queue_delay_us": ("ADDER_MAX_QUEUE_DELAY_US", int, "max microseconds a request waits for a batch to fill"),
     "queue_delay_policy": ("ADDER_QUEUE_DELAY_POLICY", str,
@@ -79,7 +81,8 @@ def from_env(environ: Mapping[str, str]) -> Config:
 def parse_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Flags over environment over defaults; read once at start-up and passed down explicitly."""
     base = from_env(os.environ if environ is None else environ)
-    parser = argparse.ArgumentParser(prog="sparse-adder-server", description="Serve the adder models over gRPC.")
+    parser = argparse.ArgumentParser(prog="sparse-adder-server",
+                                     description="Serve the adder models over gRPC and HTTP/REST.")
     for name, (env, kind, help_text) in _OPTIONS.items():
         default = getattr(base, name)
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
@@ -93,7 +96,7 @@ def _checked(config: Config) -> Config:
         f"{name} must be >= {low}, got {getattr(config, name)}"
         for name, low in (("max_batch_size", 1), ("max_queue_delay_us", 0), ("intra_op_threads", 1),
                           ("grace_seconds", 0), ("max_request_batch", 1), ("worker_threads", 1),
-                          ("grpc_port", 0), ("metrics_port", -1), ("max_message_bytes", 1024),
+                          ("grpc_port", 0), ("metrics_port", -1), ("http_port", -1), ("max_message_bytes", 1024),
                           ("max_concurrent_rpcs", 0))
         if getattr(config, name) < low
     ]

@@ -86,7 +86,7 @@ def rpc(method: str, model_of: Callable[[object], str] | None = None) -> Callabl
                 context.abort(code, "internal error")  # the detail stays in the log
             finally:
                 self.metrics.inflight.dec()
-                self.metrics.child(self.metrics.request_duration, method, model, code.name).observe(
+                self.metrics.child(self.metrics.request_duration, method, model, code.name, "grpc").observe(
                     time.perf_counter() - start)
 
         return wrapper

@@ -21,8 +21,9 @@ class Metrics:
         self.registry = registry
         self._children: dict = {}
         self.request_duration = Histogram(
-            "adder_request_duration_seconds", "Time to answer an RPC, by method, model and status code.",
-            ["method", "model", "code"], buckets=LATENCY_BUCKETS, registry=registry)
+            "adder_request_duration_seconds", "Time to answer a request, by method, model, status code (gRPC's "
+            "names, HTTP too) and protocol (grpc or http).",
+            ["method", "model", "code", "protocol"], buckets=LATENCY_BUCKETS, registry=registry)
         self.inference_duration = Histogram(
             "adder_inference_duration_seconds", "Time of one onnxruntime session.run (one batch).",
             ["model"], buckets=LATENCY_BUCKETS, registry=registry)
@@ -32,7 +33,7 @@ class Metrics:
         self.batch_size = Histogram(
             "adder_batch_size", "Rows (problems) per session.run.", ["model"], buckets=BATCH_BUCKETS,
             registry=registry)
-        self.inflight = Gauge("adder_inflight_requests", "RPCs being handled right now.", registry=registry)
+        self.inflight = Gauge("adder_inflight_requests", "Requests being handled right now, gRPC and HTTP.", registry=registry)
         self.answers = Counter(
             "adder_answers_total", "Answers served, checked against a+b as they leave.", ["model", "correct"],
             registry=registry)

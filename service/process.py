@@ -30,11 +30,13 @@ class ServerProcess:
         self.settings = {"max_batch_size": max_batch_size, "intra_op_threads": intra_op_threads}
         # Port 0 and the "listening" log line: no race between picking a free port and binding it.
         self.argv = [sys.executable, "-m", "service", "--model-repository", str(repository), "--host", "127.0.0.1",
-                     "--grpc-port", "0", "--metrics-port", "0", "--max-batch-size", str(max_batch_size),
+                     "--grpc-port", "0", "--metrics-port", "0",
+                     "--http-port", "0", "--max-batch-size", str(max_batch_size),
                      "--intra-op-threads", str(intra_op_threads), "--grace-seconds", "2", *extra_args]  # last wins
         self.start_timeout_s = start_timeout_s
         self.process: subprocess.Popen | None = None
         self.target = ""
+        self.http_target = ""  # the HTTP/REST port (Add-HTTP scenarios)
         self.metrics_url = ""
         self.config: dict = {}
         self.ready_models: list[str] = []
@@ -73,6 +75,8 @@ class ServerProcess:
                     self.config = record.get("config", {})
                 elif record.get("message") == "listening":
                     self.target = f"127.0.0.1:{record['grpc_port']}"
+                    if record.get("http_port"):
+                        self.http_target = f"127.0.0.1:{record['http_port']}"
                     if record.get("metrics_port"):
                         self.metrics_url = f"http://127.0.0.1:{record['metrics_port']}/metrics"
                 elif record.get("message") == "models loaded":

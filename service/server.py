@@ -18,6 +18,8 @@ from service.decoding import DecodeErrorInterceptor
 from service.generated.adder.v1 import adder_pb2_grpc
 from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.health import SERVICES, Health
+from service.http_app import HttpApp
+from service.http_server import HttpEndpoint
 from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics, MetricsEndpoint
 from service.models import ModelRegistry
@@ -61,19 +63,32 @@ class AdderServer:
         if self.port == 0:
             raise OSError(f"cannot bind gRPC to {config.host}:{config.grpc_port}")
         self.metrics_endpoint: MetricsEndpoint | None = None
+        # HTTP/REST (KServe v2 REST, /v1, the explorer) on the same models, batcher and metrics.
+        self.http_app: HttpApp | None = None
+        self.http: HttpEndpoint | None = None
+        if config.http_port >= 0:
+            self.http_app = HttpApp(config, self.models, self.metrics)
+            self.http = HttpEndpoint(self.http_app.app, config)
         self._stopped = threading.Event()
 
     @property
     def metrics_port(self) -> int | None:
         return self.metrics_endpoint.port if self.metrics_endpoint else None
 
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http else None
+
     def start(self) -> None:
         self.grpc.start()
+        if self.http:
+            self.http.start()
         if self.config.metrics_port >= 0:
             self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host or self.config.host,
                                                     self.config.metrics_port)
         log.info("listening", extra={"fields": {
-            "host": self.config.host, "grpc_port": self.port, "metrics_port": self.metrics_port,
+            "host": self.config.host, "grpc_port": self.port, "http_port": self.http_port,
+            "metrics_port": self.metrics_port,
             "tls": "mutual" if self.config.tls_client_ca else "on" if self.config.tls_cert else "off"}})
 
     def load_models(self) -> None:
@@ -109,7 +124,12 @@ class AdderServer:
         unfinished = self._inflight()  # RPCs the grace period did not let finish: grpc cancels them now
         # Left now: health Watch streams, which never end by themselves, and requests already being
         # refused. A short grace for those, not the whole period.
-        self.grpc.stop(min(_LAST_GRACE_SECONDS, max(0.0, deadline - time.monotonic()))).wait()
+        last_grace = min(_LAST_GRACE_SECONDS, max(0.0, deadline - time.monotonic()))
+        stopping = self.grpc.stop(last_grace)
+        if self.http:
+            self.http.stop(last_grace)
+            self.http_app.close()
+        stopping.wait()
         self.health.stop()
         self.models.close()
         if self.metrics_endpoint:

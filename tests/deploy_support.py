@@ -28,10 +28,13 @@ KUBECTL = PROJECT_BIN / "kubectl"
 # ---- kustomize ------------------------------------------------------------------------------
 
 
+KSERVE = "overlays/kserve"  # KServe's CRDs instead of the base Deployment: tests/test_deploy_kserve.py
+
+
 def kustomizations() -> list[str]:
-    """The base and every overlay, as paths relative to k8s/ (new overlays are picked up)."""
+    """The base and every overlay built on it, as paths relative to k8s/ (new overlays are picked up)."""
     overlays = sorted(p.parent.relative_to(K8S).as_posix() for p in K8S.glob("overlays/*/kustomization.yaml"))
-    return ["base", *overlays]
+    return ["base", *(o for o in overlays if o != KSERVE)]
 
 
 @cache

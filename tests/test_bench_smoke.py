@@ -41,6 +41,11 @@ def test_json_holds_both_builds_in_process_and_end_to_end(bench_run):
                 row = rows[(server, "Check" if model == "floor" else "Add", model, concurrency)]
                 assert row["calls"] >= 1 and row["errors"] == 0 and row["wrong_answers"] == 0
                 assert row["latency"]["p50"] and row["calls_per_second"]  # something was measured
+    for concurrency in (1, 2):  # Add over HTTP/REST on the batching server, beside gRPC
+        for model in (DENSE_MODEL, SPARSE_MODEL):
+            row = rows[("batching", "Add-HTTP", model, concurrency)]
+            assert row["calls"] >= 1 and row["errors"] == 0 and row["wrong_answers"] == 0
+            assert ("no-batching", "Add-HTTP", model, concurrency) not in rows
     for model in (DENSE_MODEL, SPARSE_MODEL):
         row = rows[("batching", "AddBatch", model, 1)]
         assert row["rows_per_call"] == 16 and row["calls"] >= 1 and row["wrong_answers"] == 0
@@ -57,7 +62,7 @@ def test_table_is_printed_and_saved(bench_run):
     table = (out / "summary.txt").read_text()
     assert table.strip() in result.stdout
     for text in ("In-process ONNX Runtime", "server: batching", "server: no-batching", DENSE_MODEL, SPARSE_MODEL,
-                 "Targets", "AddBatch"):
+                 "Targets", "AddBatch", "Add-HTTP", "gRPC vs HTTP/REST"):
         assert text in table
     assert "[  1/" in result.stderr  # the progress display
 

@@ -46,8 +46,9 @@ def test_runtime_settings_are_the_servers():
     config = from_env(adder)
     assert config.host == "0.0.0.0"
     assert str(config.model_repository) == "/models"
-    assert RUNTIME.args("EXPOSE") == [f"{Config().grpc_port} {Config().metrics_port}"]
-    assert (config.grpc_port, config.metrics_port) == (Config().grpc_port, Config().metrics_port)
+    assert RUNTIME.args("EXPOSE") == [f"{Config().http_port} {Config().grpc_port} {Config().metrics_port}"]
+    assert (config.http_port, config.grpc_port, config.metrics_port) == \
+        (Config().http_port, Config().grpc_port, Config().metrics_port)
     assert env["HOME"] == "/tmp", "the only writable place under a read-only root filesystem"
 
 

@@ -90,7 +90,8 @@ def test_settings_are_the_servers(kustomization, objects, deployment):
     assert not unknown, f"the server reads no such variable: {sorted(unknown)}"
     config = from_env(settings)  # the server's own parser accepts every value
     assert config.host == "0.0.0.0", "in a pod the server must listen beyond loopback"
-    assert (config.grpc_port, config.metrics_port) == (DEFAULTS.grpc_port, DEFAULTS.metrics_port)
+    assert (config.grpc_port, config.metrics_port, config.http_port) == \
+        (DEFAULTS.grpc_port, DEFAULTS.metrics_port, DEFAULTS.http_port)
 
 
 @pytest.mark.parametrize("kustomization, objects, deployment", deployments())
@@ -98,7 +99,7 @@ def test_ports_and_probes_match_the_server(kustomization, objects, deployment):
     config = from_env(config_map_data(objects, deployment))
     container = server_container(deployment)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": config.grpc_port, "metrics": config.metrics_port}
+    assert ports == {"grpc": config.grpc_port, "metrics": config.metrics_port, "http": config.http_port}
 
     probes = {kind: container[f"{kind}Probe"]["grpc"] for kind in ("startup", "readiness", "liveness")}
     assert {p["port"] for p in probes.values()} == {config.grpc_port}
@@ -168,7 +169,7 @@ def test_services_reach_named_container_ports(kustomization):
         assert service["spec"]["selector"].items() <= pod_labels.items(), service["metadata"]["name"]
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
     by_headless = {s["spec"].get("clusterIP") == "None": s for s in services}
-    assert {p["name"] for p in by_headless[False]["spec"]["ports"]} == {"grpc", "metrics"}
+    assert {p["name"] for p in by_headless[False]["spec"]["ports"]} == {"grpc", "http", "metrics"}
     assert {p["name"] for p in by_headless[True]["spec"]["ports"]} == {"grpc"}
 
 

@@ -109,13 +109,13 @@ def test_runtime_install_line_serves_without_torch(tmp_path):
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr, no_torch.stderr
 
     models = image_repository(tmp_path)
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, metrics_port, http_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
            and not k.startswith("ADDER_")}
     env.update({k: v for k, v in runtime.env().items() if k not in ("PATH", "HOME")})
     env.update(PATH=f"{venv / 'bin'}:{env['PATH']}", HOME=str(home),
                ADDER_HOST="127.0.0.1",  # the image listens on 0.0.0.0; a test stays on loopback
-               ADDER_GRPC_PORT=str(grpc_port), ADDER_METRICS_PORT=str(metrics_port),
+               ADDER_GRPC_PORT=str(grpc_port), ADDER_METRICS_PORT=str(metrics_port), ADDER_HTTP_PORT=str(http_port),
                ADDER_MODEL_REPOSITORY=str(models))
     (entrypoint,) = runtime.args("ENTRYPOINT")
     argv = exec_form(entrypoint)

@@ -32,7 +32,8 @@ def runs(server, model="adder-sparse") -> float:
 
 def recorded(server, method: str, code: str, model="adder-sparse") -> float:
     return server.metrics.registry.get_sample_value(
-        "adder_request_duration_seconds_count", {"method": method, "model": model, "code": code}) or 0
+        "adder_request_duration_seconds_count",
+        {"method": method, "model": model, "code": code, "protocol": "grpc"}) or 0
 
 
 def inflight(server) -> float:

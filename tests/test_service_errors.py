@@ -92,7 +92,8 @@ def test_deadline_exceeded_while_waiting_for_a_batch(fixture_repository):
         error = call_error(client.adder.Add, adder_pb2.AddRequest(a=1, b=2), timeout=0.2)
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         sample = ("adder_request_duration_seconds_count",
-                  {"method": "Add", "model": "adder-sparse", "code": "DEADLINE_EXCEEDED"})
+                  {"method": "Add", "model": "adder-sparse", "code": "DEADLINE_EXCEEDED",
+                   "protocol": "grpc"})
         for _ in range(100):  # the server notices the deadline itself and records it
             if slow.metrics.registry.get_sample_value(*sample):
                 break

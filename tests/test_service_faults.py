@@ -84,7 +84,7 @@ def test_a_repository_with_one_model_serves_it_and_the_other_is_not_found(tmp_pa
 
 def start_up_failure(repository: Path) -> tuple[int, list[dict]]:
     result = subprocess.run([sys.executable, "-m", "service", "--model-repository", str(repository),
-                             "--grpc-port", "0", "--metrics-port", "-1"], cwd=ROOT, capture_output=True, text=True,
+                             "--grpc-port", "0", "--metrics-port", "-1", "--http-port", "-1"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     return result.returncode, [json.loads(line) for line in result.stderr.splitlines()]
 

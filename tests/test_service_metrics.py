@@ -49,10 +49,12 @@ def test_metrics_move_as_requests_are_made(metered):
     assert moved("adder_answers_total", model="adder-sparse", correct="true") == 3
     assert moved("adder_answers_total", model="adder-dense", correct="true") == 2
     assert value(after, "adder_answers_total", model="adder-sparse", correct="false") == 0
-    assert moved("adder_request_duration_seconds_count", method="Add", model="adder-sparse", code="OK") == 3
+    assert moved("adder_request_duration_seconds_count", method="Add", model="adder-sparse", code="OK",
+                 protocol="grpc") == 3
     assert moved("adder_request_duration_seconds_count", method="Add", model="adder-sparse",
-                 code="INVALID_ARGUMENT") == 1
-    assert moved("adder_request_duration_seconds_count", method="AddBatch", model="adder-dense", code="OK") == 1
+                 code="INVALID_ARGUMENT", protocol="grpc") == 1
+    assert moved("adder_request_duration_seconds_count", method="AddBatch", model="adder-dense", code="OK",
+                 protocol="grpc") == 1
     assert moved("adder_inference_duration_seconds_count", model="adder-sparse") == 3
     assert moved("adder_batch_size_sum", model="adder-dense") == 2
     assert moved("adder_queue_duration_seconds_count", model="adder-sparse") == 3

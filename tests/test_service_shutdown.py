@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -41,7 +42,7 @@ def inflight(port: int) -> float:
 
 def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository):
     env = {**os.environ, "ADDER_MODEL_REPOSITORY": str(fixture_repository), "ADDER_HOST": "127.0.0.1",
-           "ADDER_GRPC_PORT": "0", "ADDER_METRICS_PORT": "0", "ADDER_GRACE_SECONDS": "30",
+           "ADDER_GRPC_PORT": "0", "ADDER_METRICS_PORT": "0", "ADDER_HTTP_PORT": "0", "ADDER_GRACE_SECONDS": "30",
            # Requests wait up to 60 s for a batch to fill: they are certainly in flight at SIGTERM.
            "ADDER_MAX_QUEUE_DELAY_US": "60000000", "ADDER_QUEUE_DELAY_POLICY": "always"}
     process = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env, stderr=subprocess.PIPE,
@@ -56,13 +57,18 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository):
         with grpc.insecure_channel(f"127.0.0.1:{listening['grpc_port']}") as channel:
             stub = adder_pb2_grpc.AdderStub(channel)
             calls = [stub.Add.future(adder_pb2.AddRequest(a=a, b=2 * a), timeout=120) for a in range(4)]
+            # Two over HTTP too: the drain waits for them the same way.
+            rest = ThreadPoolExecutor(2).map(
+                lambda a: json.load(urllib.request.urlopen(
+                    f"http://127.0.0.1:{listening['http_port']}/v1/add?a={a}&b=1", timeout=120))["sum"], (5, 6))
             for _ in range(600):
-                if inflight(listening["metrics_port"]) == len(calls):
+                if inflight(listening["metrics_port"]) == len(calls) + 2:
                     break
                 threading.Event().wait(0.05)
-            assert inflight(listening["metrics_port"]) == len(calls)
+            assert inflight(listening["metrics_port"]) == len(calls) + 2
             process.send_signal(signal.SIGTERM)
             assert [call.result().sum for call in calls] == [0, 3, 6, 9]
+            assert list(rest) == [6, 7]
         assert process.wait(timeout=60) == 0
         wait_for(lines, "stopped", seen)
     finally:
@@ -75,7 +81,7 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository):
 
 def test_a_missing_repository_stops_start_up_with_exit_code_1(tmp_path):
     result = subprocess.run([sys.executable, "-m", "service", "--model-repository", str(tmp_path / "absent"),
-                             "--grpc-port", "0", "--metrics-port", "-1"], cwd=ROOT, capture_output=True, text=True,
+                             "--grpc-port", "0", "--metrics-port", "-1", "--http-port", "-1"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 1
     records = [json.loads(line) for line in result.stderr.splitlines()]
