@@ -22,8 +22,11 @@ class Edge:
     head: int
     query: int
     key: int
-    count: int  # problems (of the domain) on which the edge is active
+    count: int  # problems (of the domain) on which the edge is active ("fires")
     carry_count: int  # of which have a carry
+    # Sparse build, from the ablation table (export/ablation.py); absent (None) elsewhere:
+    necessary: int | None = None  # problems whose answer changes when this edge alone is closed
+    changes_digit: list[int] | None = None  # per answer digit (most significant first): problems it changes
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,13 @@ class Circuit:
     neurons_total: list[int]
     neuron_masks: list[list[int]]  # kept neuron indices per layer
     live_positions: list[list[int]]  # [layer, position] whose residual input some live path reads
+    # Sparse build, from the ablation table (export/ablation.py); absent (None) elsewhere:
+    necessary_per_problem: dict | None = None  # edges whose closing changes the answer, like edges_per_problem
+    sufficient_per_problem: dict | None = None  # greedy set that keeps the answer right, same shape
+    ablation: dict | None = None  # how the table was made and checked
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return json.dumps(_without_none(asdict(self)), indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "Circuit":
@@ -69,9 +76,23 @@ class Circuit:
         return sorted({e.head for e in self.edges if e.layer == layer})
 
 
+def _without_none(value):
+    """Optional fields that are None are left out of the JSON (old readers never see them)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
 def _stats(counts: torch.Tensor) -> dict:
     c = counts.float()
     return {"mean": round(c.mean().item(), 4), "min": int(c.min()), "max": int(c.max()), "problems": len(c)}
+
+
+def problem_stats(per_problem: torch.Tensor, carry: torch.Tensor) -> dict:
+    """Mean/min/max of a per-problem count, overall and split by carry."""
+    return {**_stats(per_problem), "carry": _stats(per_problem[carry]), "no_carry": _stats(per_problem[~carry])}
 
 
 def live_positions(n_layers: int, n_positions: int, predicting: range, rows: list[set[int]]) -> list[list[int]]:
@@ -135,8 +156,7 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
         model=name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_positions=T,
         tokens=VOCAB, gate_rule=GATE_RULE if gated else "dense: every causal pair",
         domain_size=len(a), possible_edges_per_problem=possible, edges=edges,
-        edges_per_problem={**_stats(per_problem), "carry": _stats(per_problem[carry]),
-                           "no_carry": _stats(per_problem[~carry])},
+        edges_per_problem=problem_stats(per_problem, carry),
         density=round(per_problem.float().mean().item() / possible, 6),
         dead_heads=(~heads_alive).nonzero().tolist(),
         dead_query_rows=[[l, h, q] for l, h, q in (~rows_alive).nonzero().tolist()],
