@@ -84,7 +84,8 @@ class Explained:
         folder = model_dir(repository, SPARSE_MODEL)
         (folder / EXPLAIN_FILE).write_bytes(self.explain_bytes)
         self.table.save(folder / ABLATION_FILE)
-        draw_figure(repository / FIGURE_FILE, self.figure, self.circuit.n_layers)
+        if self.figure:
+            draw_figure(repository / FIGURE_FILE, self.figure, self.circuit.n_layers)
 
 
 # ---- the two decoders ---------------------------------------------------------------------------
@@ -191,7 +192,8 @@ def explain_sparse(model: AdderTransformer, circuit: Circuit, model_onnx: onnx.M
     log(f"ablation: {len(problem)} (problem, edge) rows, torch = ONNX on all; necessary edges per problem "
         f"{necessary.sum(1).mean():.2f}, sufficient {sufficient.sum(1).mean():.2f}; {seconds:.1f} s")
     enriched = ablation_circuit(circuit, table, len(problem))
-    figure = [figure_problem(table, circuit, x, y, base_edges) for x, y in FIGURE_PROBLEMS]
+    figure = [figure_problem(table, circuit, x, y, base_edges) for x, y in FIGURE_PROBLEMS
+              if ((a == x) & (b == y)).any()]  # a test's small domain may lack them
     return Explained(enriched, explain, table, figure, seconds)
 
 
@@ -233,8 +235,7 @@ def ablation_circuit(circuit: Circuit, table: AblationTable, rows: int) -> Circu
 
 
 def figure_problem(table: AblationTable, circuit: Circuit, a: int, b: int, base_edges) -> FigureProblem:
-    i = a * 100 + b  # the domain is a-major
-    assert table.a[i] == a and table.b[i] == b
+    i = int(np.flatnonzero((table.a == a) & (table.b == b))[0])
     edges = [(e.layer, e.head, e.query, e.key) for e in circuit.edges]
     active = [edges[e] for e in np.flatnonzero(table.active[i])]
     necessary = {edges[e] for e in np.flatnonzero(table.necessary[i])}
