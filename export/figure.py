@@ -59,5 +59,5 @@ def draw_figure(path: Path, problems: list[FigureProblem], n_layers: int) -> Non
     fig.legend(handles=legend, loc="lower center", ncol=len(legend), fontsize=9, frameon=False)
     fig.suptitle("Attention edges (query \u2190 key) by layer: base vs sparse model", fontsize=12)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
