@@ -35,7 +35,8 @@ def _panel(ax, title: str, edges, n_layers: int, text: str, alpha: float, necess
     for edge in edges:
         l, h, q, k = edge
         dashed = necessary is not None and edge not in necessary
-        ax.plot([k, q], [l - 1 if l else -0.8, l], color=HEAD_COLOURS[h % len(HEAD_COLOURS)], alpha=alpha,
+        shift = (h - 1.5) * 0.08 if necessary is not None else 0.0  # heads sharing a (key, query) pair stay apart
+        ax.plot([k + shift, q + shift], [l - 1 if l else -0.8, l], color=HEAD_COLOURS[h % len(HEAD_COLOURS)], alpha=alpha,
                 lw=1.0 if dashed else 1.6, ls=(0, (3, 2)) if dashed else "-", zorder=2)
     ax.set_title(title, fontsize=10)
     ax.set_xlim(-2.2, T)
