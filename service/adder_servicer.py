@@ -114,7 +114,7 @@ def circuit_response(model: ServedModel) -> adder_pb2.GetCircuitResponse:
         response.edges.add(
             edge=adder_pb2.Edge(layer=edge["layer"], head=edge["head"], query=edge["query"], key=edge["key"]),
             count=edge.get("count", 0), carry_count=edge.get("carry_count", 0),
-            frequency=edge.get("count", 0) / domain if domain else 0.0)
+            frequency=edge.get("count", 0) / domain if domain else 0.0, necessary=edge.get("necessary", 0))
     for layer, head in circuit.get("dead_heads", []):
         response.dead_heads.add(layer=layer, head=head)
     accuracy = manifest.get("accuracy", {})

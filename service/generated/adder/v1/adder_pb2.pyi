@@ -74,16 +74,18 @@ class GetCircuitRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class CircuitEdge(_message.Message):
-    __slots__ = ("edge", "count", "carry_count", "frequency")
+    __slots__ = ("edge", "count", "carry_count", "frequency", "necessary")
     EDGE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CARRY_COUNT_FIELD_NUMBER: _ClassVar[int]
     FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    NECESSARY_FIELD_NUMBER: _ClassVar[int]
     edge: Edge
     count: int
     carry_count: int
     frequency: float
-    def __init__(self, edge: _Optional[_Union[Edge, _Mapping]] = ..., count: _Optional[int] = ..., carry_count: _Optional[int] = ..., frequency: _Optional[float] = ...) -> None: ...
+    necessary: int
+    def __init__(self, edge: _Optional[_Union[Edge, _Mapping]] = ..., count: _Optional[int] = ..., carry_count: _Optional[int] = ..., frequency: _Optional[float] = ..., necessary: _Optional[int] = ...) -> None: ...
 
 class EdgeCountStats(_message.Message):
     __slots__ = ("mean", "min", "max", "problems")
