@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 import torch
 
-from contract import (ABLATION_FILE, ANSWER_DIGITS, CIRCUIT_FILE, DENSE_MODEL, EXPLAIN_FILE, FIGURE_FILE,
-                      INPUT_A, INPUT_B, INPUT_EDGE_MASK, MANIFEST_FILE, SPARSE_MODEL, model_dir)
+from contract import (ABLATION_FILE, ANSWER_DIGITS, CHECKPOINT_FILE, CIRCUIT_FILE, DENSE_MODEL, EXPLAIN_FILE,
+                      FIGURE_FILE, INPUT_A, INPUT_B, INPUT_EDGE_MASK, MANIFEST_FILE, SPARSE_MODEL, model_dir)
 from export.circuit import Circuit, problem_stats
 from export.compile import compile_model
 from export.figure import FigureProblem, draw_figure
@@ -255,7 +255,7 @@ def main(argv=None) -> int:
     circuit = Circuit.from_json((folder / CIRCUIT_FILE).read_text())
     circuit = replace(circuit, necessary_per_problem=None, sufficient_per_problem=None, ablation=None,
                       edges=[replace(e, necessary=None, changes_digit=None) for e in circuit.edges])
-    model = load_checkpoint(folder / "model.pt")
+    model = load_checkpoint(folder / CHECKPOINT_FILE)
     dense = Circuit.from_json((model_dir(args.repository, DENSE_MODEL) / CIRCUIT_FILE).read_text())
     cfg = manifest["config"]
     domain = make_domain(cfg["seed"], cfg["test_fraction"])
