@@ -22,12 +22,15 @@ MODEL_VERSION = "1"
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"  # sha256, config, seed, versions, accuracy, parameters, edges
 CIRCUIT_FILE = "circuit.json"  # the Circuit over the whole domain (see export/circuit.py)
+EXPLAIN_FILE = "explain.onnx"  # sparse build: model.onnx plus an edge_mask input (Explain rows only)
+ABLATION_FILE = "ablation.npz"  # sparse build: the export's exhaustive single-edge ablation table
 CHECKPOINT_FILE = "model.pt"  # the torch model the ONNX build was compiled from (export side only)
 FIGURE_FILE = "circuit.png"  # written at the repository root
 
 # The ONNX graph contract: one session.run does the whole greedy decode.
 INPUT_A = "a"  # INT64 [N]
 INPUT_B = "b"  # INT64 [N]
+INPUT_EDGE_MASK = "edge_mask"  # BOOL [N, E], explain.onnx only: false closes circuit["edges"][e]
 OUTPUT_SUM = "sum"  # INT64 [N]
 OUTPUT_DIGITS = "digits"  # INT64 [N, 5], most significant first
 OUTPUT_EDGES = "edges"  # BOOL [N, E], sparse build only: column e is circuit["edges"][e]

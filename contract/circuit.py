@@ -6,6 +6,7 @@ export/circuit.py extracts it from a model; the service reads it (GetCircuit, ed
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from contract.schema import dumps, from_data, read, write
 
@@ -16,8 +17,11 @@ class Edge:
     head: int
     query: int
     key: int
-    count: int  # problems (of the domain) on which the edge is active
+    count: int  # problems (of the domain) on which the edge is active ("fires")
     carry_count: int  # of which have a carry
+    # Sparse build, from the export's ablation table (export/ablation.py); absent elsewhere:
+    necessary: int | None = None  # problems whose answer changes when this edge alone is closed
+    changes_digit: list[int] | None = None  # per answer digit (most significant first): problems it changes
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,18 @@ class EdgesPerProblem(EdgeStats):
     """Over the whole domain, and split by carry / no carry."""
     carry: EdgeStats
     no_carry: EdgeStats
+
+
+@dataclass(frozen=True)
+class NecessaryPerProblem(EdgesPerProblem):
+    """Edges whose closing alone changes the answer, per problem."""
+    only_these_open_right: int  # problems still answered right with only their necessary edges open
+
+
+@dataclass(frozen=True)
+class SufficientPerProblem(EdgesPerProblem):
+    """A set of edges that alone keeps the answer right, per problem."""
+    method: str  # how the set was found
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,10 @@ class Circuit:
     neurons_total: list[int]
     neuron_masks: list[list[int]]  # kept neuron indices per layer
     live_positions: list[list[int]]  # [layer, position] whose residual input some live path reads
+    # Sparse build, from the export's ablation table (export/ablation.py); absent elsewhere:
+    necessary_per_problem: NecessaryPerProblem | None = None
+    sufficient_per_problem: SufficientPerProblem | None = None
+    ablation: dict[str, Any] | None = None  # how the table was made and checked
 
     def to_json(self) -> str:
         return dumps(self)

@@ -42,6 +42,16 @@ class Accuracy:
 
 
 @dataclass(frozen=True)
+class ExplainGraph:
+    """Sparse builds: the maskable graph Explain runs (contract.EXPLAIN_FILE)."""
+    file: str  # in the manifest's own folder
+    sha256: str  # of that file's bytes
+    input: str  # the mask input's name (contract.INPUT_EDGE_MASK), BOOL [N, edges]
+    edges: int  # mask columns = circuit.json's edges
+    ablation_table: str  # the export's single-edge ablation table, beside it
+
+
+@dataclass(frozen=True)
 class Manifest:
     model: str
     version: str
@@ -60,6 +70,7 @@ class Manifest:
     seed: int
     training: dict[str, Any]  # steps, losses, timings (descriptive)
     accuracy: Accuracy
+    explain: ExplainGraph | None = None  # sparse builds exported with Explain support
 
 
 def manifest_from_data(data: Any, where: str = "manifest.json") -> Manifest:

@@ -18,6 +18,12 @@ def _stats(counts: torch.Tensor) -> EdgeStats:
     return EdgeStats(mean=round(c.mean().item(), 4), min=int(c.min()), max=int(c.max()), problems=len(c))
 
 
+def problem_stats(per_problem: torch.Tensor, carry: torch.Tensor) -> EdgesPerProblem:
+    """Mean/min/max of a per-problem count, overall and split by carry."""
+    return EdgesPerProblem(**vars(_stats(per_problem)), carry=_stats(per_problem[carry]),
+                           no_carry=_stats(per_problem[~carry]))
+
+
 def live_positions(n_layers: int, n_positions: int, predicting: range, rows: list[set[int]]) -> list[list[int]]:
     """(layer, position) pairs whose residual input is needed, propagated backwards.
 
@@ -79,8 +85,7 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
         model=name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_positions=T,
         tokens=VOCAB, gate_rule=GATE_RULE if gated else "dense: every causal pair",
         domain_size=len(a), possible_edges_per_problem=possible, edges=edges,
-        edges_per_problem=EdgesPerProblem(**vars(_stats(per_problem)), carry=_stats(per_problem[carry]),
-                                          no_carry=_stats(per_problem[~carry])),
+        edges_per_problem=problem_stats(per_problem, carry),
         density=round(per_problem.float().mean().item() / possible, 6),
         dead_heads=(~heads_alive).nonzero().tolist(),
         dead_query_rows=[[l, h, q] for l, h, q in (~rows_alive).nonzero().tolist()],

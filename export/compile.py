@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from contract import ANSWER_DIGITS, INPUT_A, INPUT_B, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
+from contract import ANSWER_DIGITS, INPUT_A, INPUT_B, INPUT_EDGE_MASK, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
 from export.circuit import Circuit
 from export.model import AdderTransformer
 from export.onnx_builder import BOOL, INT64, GraphBuilder, tensor_info
@@ -63,10 +63,15 @@ def _np(t) -> np.ndarray:
 class _Decoder:
     """Emits the unrolled decode; one instance per compile (holds the graph being built)."""
 
-    def __init__(self, model: AdderTransformer, circuit: Circuit, gated: bool):
-        self.g, self.m, self.gated = GraphBuilder(), model, gated
+    def __init__(self, model: AdderTransformer, circuit: Circuit, gated: bool, maskable: bool = False):
+        self.g, self.m, self.gated, self.maskable = GraphBuilder(), model, gated, maskable
         self.L, self.T, self.V = model.cfg.n_layers, circuit.n_positions, VOCAB_SIZE
         self.live = liveness(circuit, self.L, self.T)
+        if maskable:
+            # position 0's self-edges are folded into its lookup tables, which cannot close a gate:
+            # a maskable graph computes position 0 like any other when it has a live edge
+            if any(0 in rows for rows in self.live.rows):
+                self.live.self_only.discard(0)
         self.union = circuit.edge_set()
         self.edge_index = {(e.layer, e.head, e.query, e.key): i for i, e in enumerate(circuit.edges)}
         self.neurons = [np.array(ix, dtype=np.int64) for ix in circuit.neuron_masks]
@@ -247,12 +252,24 @@ class _Decoder:
         open_ = self.g.op("Greater", [logits, self.g.const(np.array(-bias, np.float32))])
         open_ = self.g.op("And", [open_, self.g.const(union)])
         flat = np.flatnonzero(union)
+        if self.maskable and len(flat):
+            open_ = self.g.op("And", [open_, self.closable(union, flat, l, heads, q_pos, keys)])
         if len(flat):
             hi, qi, ki = np.unravel_index(flat, union.shape)
             ids = [self.edge_index[(l, heads[a], q_pos[b], keys[c])] for a, b, c in zip(hi, qi, ki)]
             cols = self.g.op("Reshape", [open_, self.g.const(np.array([0, -1]))])
             self.edge_cols.append((self.g.op("Gather", [cols, self.g.const(flat.astype(np.int64))], axis=1), ids))
         return self.g.op("Where", [open_, weights, self.g.const(np.array(0, np.float32))])
+
+    def closable(self, union: np.ndarray, flat: np.ndarray, l: int, heads: list[int], q_pos: list[int],
+                 keys: list[int]) -> str:
+        """(N, Hl, nq, P) bool: the `edge_mask` column of each circuit edge (elsewhere any column:
+        the union constant has closed those already)."""
+        columns = np.zeros(union.size, np.int64)
+        hi, qi, ki = np.unravel_index(flat, union.shape)
+        columns[flat] = [self.edge_index[(l, heads[a], q_pos[b], keys[c])] for a, b, c in zip(hi, qi, ki)]
+        picked = self.g.op("Gather", [INPUT_EDGE_MASK, self.g.const(columns)], axis=1)  # (N, Hl*nq*P)
+        return self.g.op("Reshape", [picked, self.g.const(np.array([-1, *union.shape]))])
 
     def mlp(self, l: int, x: str) -> str:
         block, keep = self.m.blocks[l], self.neurons[l]
@@ -302,10 +319,18 @@ class _Decoder:
                      OUTPUT_EDGES)
             outputs.append(tensor_info(OUTPUT_EDGES, BOOL, ["N", n_edges]))
         inputs = [tensor_info(INPUT_A, INT64, ["N"]), tensor_info(INPUT_B, INT64, ["N"])]
+        if self.maskable:
+            inputs.append(tensor_info(INPUT_EDGE_MASK, BOOL, ["N", n_edges]))
         proto = g.model(inputs, outputs, opset, name, doc)
         return CompiledModel(proto, n_edges, self.kept, self.table_elements)
 
 
-def compile_model(model: AdderTransformer, circuit: Circuit, gated: bool, opset: int, doc: str = "") -> CompiledModel:
-    """The ONNX build of `model` with everything `circuit` marks dead left out."""
-    return _Decoder(model, circuit, gated).build(circuit.model, opset, doc)
+def compile_model(model: AdderTransformer, circuit: Circuit, gated: bool, opset: int, doc: str = "",
+                  maskable: bool = False) -> CompiledModel:
+    """The ONNX build of `model` with everything `circuit` marks dead left out.
+
+    `maskable` (sparse builds): a required input `edge_mask` BOOL [N, E] (columns = circuit edges)
+    whose false entries close those gates; all true gives the unmasked graph's answers.
+    """
+    assert gated or not maskable, "only a gated build has gates to close"
+    return _Decoder(model, circuit, gated, maskable).build(circuit.model, opset, doc)

@@ -48,8 +48,10 @@ class GatedSelfAttention(nn.Module):
         # (freeze_edge_set), so later training phases cannot grow the circuit
         self.register_buffer("open_edges", self.causal.expand(h, -1, -1).clone())
 
-    def forward(self, x: torch.Tensor, gate_mode: str):
-        """x (B, T, d) -> (y (B, T, d), gates (B, h, T, T) or None, expected density scalar or None)."""
+    def forward(self, x: torch.Tensor, gate_mode: str, allowed: torch.Tensor | None = None):
+        """x (B, T, d) -> (y (B, T, d), gates (B, h, T, T) or None, expected density scalar or None).
+
+        `allowed` (B, h, T, T) bool (hard gates only): gates it marks false are closed (ablation)."""
         B, T, d = x.shape
         # one matmul for all heads' q, k, v: (d, 3 * h * dh) built from the per-head weights
         w = torch.stack([self.W_Q, self.W_K, self.W_V]).permute(2, 0, 1, 3).reshape(d, -1)
@@ -68,6 +70,8 @@ class GatedSelfAttention(nn.Module):
             else:
                 gates = (g > 0).to(x.dtype)
             gates = gates * (causal & self.open_edges[:, :T, :T])
+            if allowed is not None:
+                gates = gates * allowed[:, :, :T, :T]
             weights = weights * gates  # no renormalisation: kept weights sum to <= 1
             density = (torch.sigmoid(g) * causal).sum() / (g.shape[0] * g.shape[1] * causal.sum())
         y = (weights @ v).transpose(1, 2).reshape(B, T, -1) @ self.W_O.reshape(-1, d)  # (B, T, d)
@@ -123,19 +127,23 @@ class AdderTransformer(nn.Module):
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, tokens: torch.Tensor, attn_gates: str = "off", neuron_gates: str = "off"):
-        """tokens (B, T) -> logits (B, T, vocab), per-layer gates, attention density, neuron density."""
-        return self.forward_from(self.embed(tokens), 0, attn_gates, neuron_gates)
+    def forward(self, tokens: torch.Tensor, attn_gates: str = "off", neuron_gates: str = "off", allowed=None):
+        """tokens (B, T) -> logits (B, T, vocab), per-layer gates, attention density, neuron density.
+
+        `allowed`: per layer (B, h, T, T) bool, gates that may open (see GatedSelfAttention)."""
+        return self.forward_from(self.embed(tokens), 0, attn_gates, neuron_gates, allowed)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """The residual stream entering block 0: (B, T) -> (B, T, d)."""
         return self.tok_emb(tokens) + self.pos_emb.weight[:tokens.shape[1]]
 
-    def run_blocks(self, x: torch.Tensor, first: int, last: int, attn_gates: str, neuron_gates: str):
+    def run_blocks(self, x: torch.Tensor, first: int, last: int, attn_gates: str, neuron_gates: str,
+                   allowed=None):
         """Blocks first..last-1 on the residual x -> (x, their gates, attention and neuron densities)."""
         all_gates, attn_density, neuron_density = [], [], []
-        for block in self.blocks[first:last]:
-            y, gates, density = block.attn(block.ln_1(x), attn_gates)
+        for l in range(first, last):
+            block = self.blocks[l]
+            y, gates, density = block.attn(block.ln_1(x), attn_gates, None if allowed is None else allowed[l])
             x = x + y
             m, n_density = block.mlp(block.ln_2(x), neuron_gates)
             x = x + m
@@ -144,10 +152,11 @@ class AdderTransformer(nn.Module):
             neuron_density.append(n_density)
         return x, all_gates, attn_density, neuron_density
 
-    def forward_from(self, x: torch.Tensor, first: int, attn_gates: str = "off", neuron_gates: str = "off"):
+    def forward_from(self, x: torch.Tensor, first: int, attn_gates: str = "off", neuron_gates: str = "off",
+                     allowed=None):
         """forward() resumed at block `first` with its input residual x (pruning reuses the layers before)."""
         x, all_gates, attn_density, neuron_density = self.run_blocks(x, first, len(self.blocks),
-                                                                     attn_gates, neuron_gates)
+                                                                     attn_gates, neuron_gates, allowed)
         logits = self.unembed(self.ln_f(x))
         attn_d = torch.stack(attn_density).mean() if attn_gates != "off" else None
         neuron_d = torch.stack(neuron_density).mean() if neuron_gates == "sample" else None

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contract import DENSE_MODEL, FIGURE_FILE, INPUT_A, INPUT_B, SPARSE_MODEL
-from export.circuit import active_edges, extract_circuit
+from contract import DENSE_MODEL, INPUT_A, INPUT_B, SPARSE_MODEL
+from export.ablation import explain_sparse
+from export.circuit import extract_circuit
 from export.compile import compile_model
 from export.config import ExportConfig
-from export.figure import draw_figure
 from export.fingerprint import FINGERPRINT_FILE, export_fingerprint
 from export.prune import prune_neurons
 from export.repository import write_build
@@ -97,6 +97,10 @@ def build_repository(cfg: ExportConfig, repository: Path, progress: bool, log) -
     compiled = {name: compile_model(m, circuits[name], gated, cfg.opset, doc=f"sparse-adder {name}")
                 for name, m, gated in builds}
     clock.lap("compile")
+    explained = explain_sparse(sparse.model, circuits[SPARSE_MODEL], compiled[SPARSE_MODEL].proto, domain,
+                               cfg.opset, sorted(circuits[DENSE_MODEL].edge_set()), log)
+    circuits[SPARSE_MODEL] = explained.circuit
+    clock.lap("ablation")
     training = {"base_steps": base.steps, "base_final_ce": base.final_ce, "sparse_steps": sparse.steps,
                 "sparse_best_step": sparse.best_step, "tau": sparse.tau, "sparse_rounds": sparse.rounds,
                 "seconds": {"base": round(base.seconds, 1), "sparsify": round(sparse.seconds, 1)},
@@ -108,12 +112,10 @@ def build_repository(cfg: ExportConfig, repository: Path, progress: bool, log) -
                  "accuracy": {"correct": v.correct, "total": v.total, "exact_match": v.correct / v.total,
                               "train": v.train_accuracy, "test": v.test_accuracy,
                               "edge_output_mismatches": v.edge_mismatches}}
+        extra |= explained.manifest_entry if gated else {}
         report.manifests[name] = write_build(repository, m, gated, circuits[name], compiled[name], extra)
+    explained.write(repository)  # explain.onnx, the ablation table and the figure
     clock.lap("verify + write")
-    a, b = cfg.figure_problem
-    draw_figure(repository / FIGURE_FILE, a, b, sorted(circuits[DENSE_MODEL].edge_set()),
-                active_edges(sparse.model, a, b), cfg.model.n_layers)
-    clock.lap("figure")
     for name in (DENSE_MODEL, SPARSE_MODEL):
         data = compiled[name].proto.SerializeToString()
         for batch, calls in ((1, 300), (1024, 20)):

@@ -6,6 +6,7 @@ from contract.circuit import EdgeStats
 
 from service.config import Config
 from service.errors import rpc
+from service.explain import explain_problem
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 from service.metrics import Metrics
 from service.models import ModelRegistry, ServedModel
@@ -46,6 +47,22 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
         return adder_pb2.AddBatchResponse(
             sums=answers.sums.tolist(), answers=[answer_text(d) for d in answers.digits],
             model=model.name, model_version=model.version)
+
+    @rpc("Explain", _model_field)
+    def Explain(self, request, context):
+        model = self.models.get(request.model)
+        operand_pair(request.a, request.b)
+        found = explain_problem(model, request.a, request.b, context.time_remaining, context.add_callback)
+        response = adder_pb2.ExplainResponse(
+            sum=found.sum, answer=found.answer, model=found.model, model_version=found.model_version,
+            necessary_only_sum=found.necessary_only_sum, necessary_only_answer=found.necessary_only_answer,
+            necessary_only_right=found.necessary_only_right)
+        for x in found.edges:
+            layer, head, query, key = x.edge
+            response.edges.add(edge=adder_pb2.Edge(layer=layer, head=head, query=query, key=key),
+                               necessary=x.necessary, sum_without=x.sum_without, answer_without=x.answer_without,
+                               changed_digit=x.changed_digit)
+        return response
 
     @rpc("GetCircuit", _model_field)
     def GetCircuit(self, request, context):
@@ -97,7 +114,7 @@ def circuit_response(model: ServedModel) -> adder_pb2.GetCircuitResponse:
         response.edges.add(
             edge=adder_pb2.Edge(layer=edge.layer, head=edge.head, query=edge.query, key=edge.key),
             count=edge.count, carry_count=edge.carry_count,
-            frequency=edge.count / domain if domain else 0.0)
+            frequency=edge.count / domain if domain else 0.0, necessary=edge.necessary or 0)
     for layer, head in circuit.dead_heads:
         response.dead_heads.add(layer=layer, head=head)
     accuracy = manifest.accuracy

@@ -6,7 +6,8 @@ is queued (waiting for more until `max_queue_delay` after it arrived, see `adapt
 batch on its own thread, hands the next queued caller the lead, then wakes each follower with its
 rows. A caller that finds the model busy queues and sleeps on a lock of its own until it is answered
 or handed the lead. This saves the thread handoff of a dedicated worker, and each caller is woken once.
-Runs directly, unbatched: a request of at least `max_batch_size` rows, and any request when batching
+Rows may carry a third array (explain graphs: an `edge_mask` row per problem), concatenated like a
+and b and passed to `run` as its third argument. Runs directly, unbatched: a request of at least `max_batch_size` rows, and any request when batching
 is off (max_batch_size 1).
 A request whose RPC ends before it runs (client cancelled, deadline passed) leaves the queue at once,
 through the `watch` callback, and is never run.
@@ -30,10 +31,10 @@ _DEADLINE_SLACK_S = 0.05
 
 
 class _Request:
-    __slots__ = ("a", "b", "rows", "enqueued", "expires", "state", "answers", "error", "wake", "abandoned")
+    __slots__ = ("a", "b", "mask", "rows", "enqueued", "expires", "state", "answers", "error", "wake", "abandoned")
 
-    def __init__(self, a: np.ndarray, b: np.ndarray, timeout: float | None):
-        self.a, self.b, self.rows = a, b, len(a)
+    def __init__(self, a: np.ndarray, b: np.ndarray, timeout: float | None, mask: np.ndarray | None = None):
+        self.a, self.b, self.mask, self.rows = a, b, mask, len(a)
         self.enqueued = time.perf_counter()
         self.expires = None if timeout is None else self.enqueued + timeout
         self.state = _QUEUED
@@ -46,7 +47,7 @@ class _Request:
 
 
 class Batcher:
-    def __init__(self, model: str, run: Callable[[np.ndarray, np.ndarray], Answers], metrics: Metrics,
+    def __init__(self, model: str, run: Callable[..., Answers], metrics: Metrics,
                  max_batch_size: int, max_queue_delay_s: float, adaptive: bool = False):
         """`adaptive`: wait for a batch to fill only when the previous batch had several callers, so a
         lone caller (sequential traffic) never pays the delay; otherwise always wait (Triton's rule)."""
@@ -68,15 +69,17 @@ class Batcher:
         self._queue_duration = metrics.child(metrics.queue_duration, model)
 
     def infer(self, a: np.ndarray, b: np.ndarray, timeout: float | None = None,
-              watch: Callable[[Callable[[], None]], bool] | None = None) -> Answers:
+              watch: Callable[[Callable[[], None]], bool] | None = None, mask: np.ndarray | None = None) -> Answers:
         """Answer rows a, b (int64 [N]); raises DeadlineExceeded if not answered within `timeout` s.
+
+        `mask` (explain batchers, where every request has one): rows of the graph's third input.
 
         `watch(callback)` (grpc's context.add_callback) calls back when the RPC ends; it returns False
         when the RPC has ended already. A request still waiting then is dropped: Cancelled/DeadlineExceeded.
         """
         if self._max_rows == 1 or len(a) >= self._max_rows:
-            return self._timed_run(a, b)
-        request = _Request(a, b, timeout)
+            return self._timed_run(a, b, mask)
+        request = _Request(a, b, timeout, mask)
         with self._lock:
             if self._closed:
                 raise Unavailable(f"model {self.model} is shutting down")
@@ -229,12 +232,13 @@ class Batcher:
         for r in batch:
             self._queue_duration.observe(start - r.enqueued)
         if len(batch) == 1:
-            return self._timed_run(batch[0].a, batch[0].b)
-        return self._timed_run(np.concatenate([r.a for r in batch]), np.concatenate([r.b for r in batch]))
+            return self._timed_run(batch[0].a, batch[0].b, batch[0].mask)
+        mask = None if batch[0].mask is None else np.concatenate([r.mask for r in batch])
+        return self._timed_run(np.concatenate([r.a for r in batch]), np.concatenate([r.b for r in batch]), mask)
 
-    def _timed_run(self, a: np.ndarray, b: np.ndarray) -> Answers:
+    def _timed_run(self, a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> Answers:
         start = time.perf_counter()
-        answers = self._run(a, b)
+        answers = self._run(a, b) if mask is None else self._run(a, b, mask)
         self._inference.observe(time.perf_counter() - start)
         self._batch_size.observe(len(a))
         return answers

@@ -1,4 +1,4 @@
-"""The `sparse-adder` client CLI: `add A B [--trace]`, `circuit`, and any subcommand a plug-in registers.
+"""The `sparse-adder` client CLI: `add A B [--trace]`, `explain A B`, `circuit`, and any subcommand a plug-in registers.
 
 A plug-in is a `register(subparsers)` function that adds a parser (use `parents=[common_options()]` for
 --target/--timeout/--tls-*, and `open_channel(args)`) and sets `func=handler`, where `handler(args) -> int`
@@ -18,10 +18,10 @@ import grpc
 
 from contract import DEFAULT_MODEL
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
-from service.picture import circuit_summary, trace_picture
+from service.picture import circuit_summary, explain_table, trace_picture
 from service.tls import channel_credentials
 
-COMMANDS = ["service.cli:register_add", "service.cli:register_circuit"]
+COMMANDS = ["service.cli:register_add", "service.cli:register_explain", "service.cli:register_circuit"]
 PLUGIN_GROUP = "sparse_adder.commands"
 DEFAULT_TARGET = "127.0.0.1:8001"
 
@@ -57,6 +57,24 @@ def register_add(subparsers) -> None:
     parser.add_argument("--model", default="", help=f"model name [default: the server's, {DEFAULT_MODEL}]")
     parser.add_argument("--trace", action="store_true", help="show the active attention edges of this sum")
     parser.set_defaults(func=_add)
+
+
+def register_explain(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "explain", parents=[common_options()], help="which attention edges an answer needs (sparse build)",
+        description="Close each active attention edge alone, live on the server, and show which ones the answer needs.")
+    parser.add_argument("a", type=int)
+    parser.add_argument("b", type=int)
+    parser.add_argument("--model", default="", help=f"model name [default: the server's, {DEFAULT_MODEL}]")
+    parser.set_defaults(func=_explain)
+
+
+def _explain(args) -> int:
+    with open_channel(args) as channel:
+        response = adder_pb2_grpc.AdderStub(channel).Explain(
+            adder_pb2.ExplainRequest(a=args.a, b=args.b, model=args.model), timeout=args.timeout)
+    print(explain_table(args.a, args.b, response))
+    return 0
 
 
 def register_circuit(subparsers) -> None:

@@ -32,6 +32,7 @@ from service.models import ModelRegistry
 V1_ROUTES = {
     "/v1/add": ("Add", adder_pb2.AddRequest, True),
     "/v1/add_batch": ("AddBatch", adder_pb2.AddBatchRequest, True),
+    "/v1/explain": ("Explain", adder_pb2.ExplainRequest, True),
     "/v1/circuit": ("GetCircuit", adder_pb2.GetCircuitRequest, False),
     "/v1/models": ("ListModels", adder_pb2.ListModelsRequest, False),
 }

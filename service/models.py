@@ -17,6 +17,7 @@ from contract import DEFAULT_MODEL
 from service.batcher import Batcher
 from service.config import Config
 from service.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable, shown
+from service.explain import Explainer, load_explain_graph
 from service.metrics import Metrics
 from service.repository import ModelFiles, RepositoryError, discover, read_model, verify_sha256
 from service.runtime import Answers, Edge, OnnxModel, self_test
@@ -41,6 +42,7 @@ class ServedModel:
     batcher: Batcher | None = None
     edges: tuple[Edge, ...] = ()  # circuit edges, the column order of the `edges` output
     self_test_correct: int = 0
+    explainer: Explainer | None = None  # explain.onnx and its own batcher (sparse builds that have one)
     refused: tuple[str, str] | None = None  # (version, reason) of the last new version a reload refused
 
     @property
@@ -156,13 +158,13 @@ class ModelRegistry:
     def drain(self) -> None:
         self.draining = True
         for model in self.models.values():
-            if model.batcher is not None:
-                model.batcher.drain()
+            for batcher in _batchers(model):
+                batcher.drain()
 
     def close(self) -> None:
         for model in self.models.values():
-            if model.batcher is not None:
-                model.batcher.close()
+            for batcher in _batchers(model):
+                batcher.close()
 
     def index(self) -> list[tuple[str, str, str, str]]:
         """(name, version, state, reason) of every model served, every version a reload refused, and
@@ -218,13 +220,15 @@ class ModelRegistry:
             if not result.passed:
                 raise RepositoryError(f"self-test failed: {result.correct}/{result.total} right, "
                                       f"first wrong: {result.first_wrong}")
+            explain_graph = load_explain_graph(files, len(model.edges), model.runtime, self._config.intra_op_threads)
         except Exception as error:  # any failure (files, hash, ORT refusing the graph, self-test) = FAILED
             model.state, model.reason, model.runtime = FAILED, _one_line(str(error) or type(error).__name__), None
             log.error("model failed", extra={"fields": {"model": name, "version": version, "reason": model.reason}})
             return model
-        model.batcher = Batcher(name, model.runtime.run, self._metrics, self._config.max_batch_size,
-                                self._config.max_queue_delay_us / 1e6,
-                                adaptive=self._config.queue_delay_policy == "adaptive")
+        model.batcher = self._batcher(name, model.runtime.run)
+        if explain_graph is not None:
+            model.explainer = Explainer(explain_graph, self._batcher(f"{name}/explain", explain_graph.run),
+                                        files.manifest.explain.sha256)
         model.state = READY
         manifest = files.manifest
         log.info("model ready", extra={"fields": {
@@ -234,6 +238,11 @@ class ModelRegistry:
             "density": manifest.edges.density,
             "seconds": round(time.perf_counter() - start, 3)}})
         return model
+
+    def _batcher(self, label: str, run) -> Batcher:
+        """A batcher with the configured limits; `label` is its metrics' model label."""
+        return Batcher(label, run, self._metrics, self._config.max_batch_size, self._config.max_queue_delay_us / 1e6,
+                       adaptive=self._config.queue_delay_policy == "adaptive")
 
     def _install(self, model: ServedModel) -> None:
         """Publish a prepared model: requests that already hold the previous one finish on it."""
@@ -255,6 +264,11 @@ class ReloadOutcome:
     version: str
     result: str  # RELOADED, UNCHANGED, REFUSED, LOAD_FAILED or UNLOADED_NOW
     reason: str = ""
+
+
+def _batchers(model: ServedModel) -> list[Batcher]:
+    found = [model.batcher, model.explainer.batcher if model.explainer else None]
+    return [b for b in found if b is not None]
 
 
 def _one_line(text: str) -> str:

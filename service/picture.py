@@ -75,3 +75,23 @@ def circuit_summary(c, limit: int = 40) -> str:
     if len(ranked) > limit:
         lines.append(f"  … {len(ranked) - limit} more edges (--limit 0 lists all)")
     return "\n".join(lines)
+
+
+def explain_table(a: int, b: int, response) -> str:
+    """One line per active edge: necessary or redundant, the answer without it, the first digit it changes."""
+    tokens = problem_tokens(a, b, response.answer)
+    necessary = sum(x.necessary for x in response.edges)
+    lines = [f"{a} + {b} = {response.sum}   answer {response.answer} from {response.model} v{response.model_version}: "
+             f"{len(response.edges)} active attention edges, {necessary} necessary",
+             "",
+             f"{'edge (layer head query<-key)':<34}{'closed alone':<14}{'answer without':<16}digit changed"]
+    for x in response.edges:
+        e = x.edge
+        where = f"{POSITION_NAMES[e.query]}<-{POSITION_NAMES[e.key]} ({tokens[e.query]}<-{tokens[e.key]})"
+        changed = "-" if x.changed_digit < 0 else f"c{x.changed_digit + 1} ({response.answer[x.changed_digit]} -> " \
+                                                   f"{x.answer_without[x.changed_digit]})"
+        lines.append(f"L{e.layer} H{e.head} {where:<27}{'NECESSARY' if x.necessary else 'redundant':<14}"
+                     f"{x.answer_without:<16}{changed}")
+    verdict = "right" if response.necessary_only_right else "WRONG: the redundant edges are needed together"
+    lines += ["", f"only the {necessary} necessary edges open: {response.necessary_only_answer} ({verdict})"]
+    return "\n".join(lines)

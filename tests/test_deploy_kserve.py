@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from deploy_support import KSERVE, ROOT, TOOLS_BIN, of_kind, render, server_container, service_env_names
-from fixtures.service_servers import fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.service_servers import running_server
 from service.config import from_env
 
 OBJECTS = render(KSERVE)

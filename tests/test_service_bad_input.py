@@ -109,6 +109,25 @@ def test_add(client, a, b, model, trace):
             assert [(e.layer, e.head, e.query, e.key) for e in response.edges] == fixture_active_edges(a, b)
 
 
+@fuzz(200)
+@given(a=OPERAND, b=OPERAND, model=MODEL_NAME)
+def test_explain(client, a, b, model):
+    code, details, response = call("Explain", client.adder.Explain, adder_pb2.ExplainRequest(a=a, b=b, model=model))
+    if (model or "adder-sparse") not in MODELS:
+        assert (code, details) == (NOT_FOUND, not_found(model))
+    elif not 0 <= a <= 99:
+        assert (code, details) == (INVALID, f"a={a} is out of range: {RANGE}")
+    elif not 0 <= b <= 99:
+        assert (code, details) == (INVALID, f"b={b} is out of range: {RANGE}")
+    elif model == "adder-dense":  # a valid request the dense build cannot answer
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "dense build" in details
+    else:
+        assert code == OK, details
+        assert (response.sum, response.necessary_only_right) == (a + b, True)
+        assert [(x.edge.layer, x.edge.head, x.edge.query, x.edge.key) for x in response.edges] == \
+            fixture_active_edges(a, b)
+
+
 ROWS = st.one_of(st.integers(0, 6), st.integers(0, MAX_ROWS + 3))
 
 
@@ -329,10 +348,12 @@ REQUEST_TYPES = {
     "/adder.v1.Adder/AddBatch": adder_pb2.AddBatchRequest,
     "/adder.v1.Adder/GetCircuit": adder_pb2.GetCircuitRequest,
     "/adder.v1.Adder/ListModels": adder_pb2.ListModelsRequest,
+    "/adder.v1.Adder/Explain": adder_pb2.ExplainRequest,
     "/inference.GRPCInferenceService/ModelInfer": pb.ModelInferRequest,
 }
 SEEDS = [adder_pb2.AddRequest(a=36, b=28, model="adder-sparse", trace=True).SerializeToString(),
          adder_pb2.AddBatchRequest(a=[1, 2, 3], b=[4, 5, 6], model="adder-dense").SerializeToString(),
+         adder_pb2.ExplainRequest(a=43, b=59, model="adder-sparse").SerializeToString(),
          infer_request("adder-sparse", [36, 12], [28, 3], "INT64", True).SerializeToString(),
          infer_request("adder-dense", [36, 12], [28, 3], "INT32", False).SerializeToString()]
 
@@ -362,13 +383,16 @@ def test_raw_bytes(client, path, data):
         assert (code, details) == (INVALID, f"the request is not a valid {message_type.DESCRIPTOR.full_name} "
                                              "message (it does not decode)")
         return
-    assert code in DOCUMENTED and details != "internal error", (code, details)
+    documented = DOCUMENTED | ({grpc.StatusCode.FAILED_PRECONDITION} if method == "Explain" else set())  # dense
+    assert code in documented and details != "internal error", (code, details)
     if code != OK:
         assert details
     elif method == "Add":
         assert adder_pb2.AddResponse.FromString(response).sum == request.a + request.b
     elif method == "AddBatch":
         assert list(adder_pb2.AddBatchResponse.FromString(response).sums) == [x + y for x, y in zip(request.a, request.b)]
+    elif method == "Explain":
+        assert adder_pb2.ExplainResponse.FromString(response).sum == request.a + request.b
     elif method == "ListModels":
         assert {m.name for m in adder_pb2.ListModelsResponse.FromString(response).models} == set(MODELS)
 

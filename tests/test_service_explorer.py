@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.browser import MISSING, chromium
 from fixtures.service_repository import fixture_active_edges
-from fixtures.service_servers import fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.service_servers import running_server
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING)
 REAL = Path(os.environ.get("ADDER_MODEL_REPOSITORY", "model_repository"))

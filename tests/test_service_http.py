@@ -13,7 +13,7 @@ import pytest
 
 from fixtures.certificates import CertificateAuthority
 from fixtures.service_repository import SPARSE_EDGES, fixture_active_edges
-from fixtures.service_servers import connect, fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
 from service.json_messages import to_json
 

@@ -10,7 +10,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from fixtures.service_repository import SPARSE_EDGES, carries
-from fixtures.service_servers import fixture_repository, running_server  # noqa: F401 (pytest fixture)
+from fixtures.service_servers import running_server
 
 A = np.array([36, 0, 99, 50, 7, 43], dtype=np.int64)
 B = np.array([28, 0, 99, 50, 5, 59], dtype=np.int64)

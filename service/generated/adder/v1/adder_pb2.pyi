@@ -74,16 +74,18 @@ class GetCircuitRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class CircuitEdge(_message.Message):
-    __slots__ = ("edge", "count", "carry_count", "frequency")
+    __slots__ = ("edge", "count", "carry_count", "frequency", "necessary")
     EDGE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CARRY_COUNT_FIELD_NUMBER: _ClassVar[int]
     FREQUENCY_FIELD_NUMBER: _ClassVar[int]
+    NECESSARY_FIELD_NUMBER: _ClassVar[int]
     edge: Edge
     count: int
     carry_count: int
     frequency: float
-    def __init__(self, edge: _Optional[_Union[Edge, _Mapping]] = ..., count: _Optional[int] = ..., carry_count: _Optional[int] = ..., frequency: _Optional[float] = ...) -> None: ...
+    necessary: int
+    def __init__(self, edge: _Optional[_Union[Edge, _Mapping]] = ..., count: _Optional[int] = ..., carry_count: _Optional[int] = ..., frequency: _Optional[float] = ..., necessary: _Optional[int] = ...) -> None: ...
 
 class EdgeCountStats(_message.Message):
     __slots__ = ("mean", "min", "max", "problems")
@@ -200,3 +202,47 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("a", "b", "model")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    a: int
+    b: int
+    model: str
+    def __init__(self, a: _Optional[int] = ..., b: _Optional[int] = ..., model: _Optional[str] = ...) -> None: ...
+
+class EdgeAblation(_message.Message):
+    __slots__ = ("edge", "necessary", "sum_without", "answer_without", "changed_digit")
+    EDGE_FIELD_NUMBER: _ClassVar[int]
+    NECESSARY_FIELD_NUMBER: _ClassVar[int]
+    SUM_WITHOUT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_WITHOUT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_DIGIT_FIELD_NUMBER: _ClassVar[int]
+    edge: Edge
+    necessary: bool
+    sum_without: int
+    answer_without: str
+    changed_digit: int
+    def __init__(self, edge: _Optional[_Union[Edge, _Mapping]] = ..., necessary: _Optional[bool] = ..., sum_without: _Optional[int] = ..., answer_without: _Optional[str] = ..., changed_digit: _Optional[int] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("sum", "answer", "model", "model_version", "edges", "necessary_only_sum", "necessary_only_answer", "necessary_only_right")
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    NECESSARY_ONLY_SUM_FIELD_NUMBER: _ClassVar[int]
+    NECESSARY_ONLY_ANSWER_FIELD_NUMBER: _ClassVar[int]
+    NECESSARY_ONLY_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    sum: int
+    answer: str
+    model: str
+    model_version: str
+    edges: _containers.RepeatedCompositeFieldContainer[EdgeAblation]
+    necessary_only_sum: int
+    necessary_only_answer: str
+    necessary_only_right: bool
+    def __init__(self, sum: _Optional[int] = ..., answer: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., edges: _Optional[_Iterable[_Union[EdgeAblation, _Mapping]]] = ..., necessary_only_sum: _Optional[int] = ..., necessary_only_answer: _Optional[str] = ..., necessary_only_right: _Optional[bool] = ...) -> None: ...

@@ -54,6 +54,11 @@ class AdderStub:
                 request_serializer=adder_dot_v1_dot_adder__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=adder_dot_v1_dot_adder__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/adder.v1.Adder/Explain',
+                request_serializer=adder_dot_v1_dot_adder__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=adder_dot_v1_dot_adder__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class AdderServicer:
@@ -87,6 +92,14 @@ class AdderServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Which active attention edges one answer needs: each closed alone, live in the sparse graph.
+        The dense build has no gates to close: FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdderServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +122,11 @@ def add_AdderServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=adder_dot_v1_dot_adder__pb2.ListModelsRequest.FromString,
                     response_serializer=adder_dot_v1_dot_adder__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=adder_dot_v1_dot_adder__pb2.ExplainRequest.FromString,
+                    response_serializer=adder_dot_v1_dot_adder__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +237,33 @@ class Adder:
             '/adder.v1.Adder/ListModels',
             adder_dot_v1_dot_adder__pb2.ListModelsRequest.SerializeToString,
             adder_dot_v1_dot_adder__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/adder.v1.Adder/Explain',
+            adder_dot_v1_dot_adder__pb2.ExplainRequest.SerializeToString,
+            adder_dot_v1_dot_adder__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
