@@ -311,6 +311,10 @@ class _Decoder:
         outputs = [tensor_info(OUTPUT_SUM, INT64, ["N"]), tensor_info(OUTPUT_DIGITS, INT64, ["N", ANSWER_DIGITS])]
         n_edges = len(self.edge_index) if self.gated else 0
         if self.gated:
+            if not self.edge_cols:  # a circuit with no edge at all: an (N, 0) output
+                empty = g.op("Slice", [self.zeros, g.const(np.array([0])), g.const(np.array([0])),
+                                       g.const(np.array([1]))])  # zeros is (N, 1)
+                self.edge_cols.append((g.op("Cast", [empty], to=BOOL), []))
             cols = g.op("Concat", [c for c, _ in self.edge_cols], axis=1) if len(self.edge_cols) > 1 \
                 else self.edge_cols[0][0]
             order = [i for _, ids in self.edge_cols for i in ids]

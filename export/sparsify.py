@@ -7,7 +7,8 @@ Checkpoints are selected on the *deterministic* gates: the sparsest one that is 
 
 The schedule (see SparsifyConfig): an attention round; while no exact checkpoint is under the
 edge target, repair (polish) and noisy rounds in turn, up to `extra_rounds`; then the circuit's
-edge set is frozen and a neuron phase gates the MLP.
+edge set is frozen, a neuron phase gates the MLP (attention polished and still penalised), and
+repair rounds make it exact if it is not.
 """
 
 import copy
@@ -54,7 +55,7 @@ class Phase:
     gate_lr: float  # neuron gate logits
     lambda_max: float
     mine_wrong: int  # still-wrong training problems added to every batch
-    train_attention_logits: bool = True  # W_Q, W_K: off once the edge set is frozen
+    early_stop: bool = True  # end once the best qualifying checkpoint stops improving (patience_evals)
 
 
 def geco_update(lam: float, c_hat: float | None, c: float, tau: float, sc: SparsifyConfig) -> tuple[float, float]:
@@ -106,10 +107,7 @@ class Schedule:
     def optimizer(self, phase: Phase) -> torch.optim.Optimizer:
         gates, weights = [], []
         for name, p in self.model.named_parameters():
-            if name.endswith("neuron_logits"):
-                gates.append(p)
-            elif phase.train_attention_logits or not name.endswith(("W_Q", "W_K")):
-                weights.append(p)
+            (gates if name.endswith("neuron_logits") else weights).append(p)
         return torch.optim.Adam([{"params": weights, "lr": phase.lr}, {"params": gates, "lr": phase.gate_lr}])
 
     def run(self, phase: Phase, score_of) -> None:
@@ -131,7 +129,8 @@ class Schedule:
             logits, attn_d, neuron_d = answer_logits(model, batch, phase.attn_mode, phase.neuron_mode)
             ce = answer_loss(logits, batch)
             self.tau = self.base_ce + phase.tau_margin
-            density = neuron_d if phase.neuron_mode == "sample" else attn_d
+            # every density whose gates carry a gradient is penalised: hard gates have none
+            density = sum(d for d in (None if phase.attn_mode == "hard" else attn_d, neuron_d) if d is not None)
             loss = density + self.lam * (ce - self.tau)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -146,7 +145,7 @@ class Schedule:
                 phase_best, stale = score, 0
             else:
                 stale += 1
-                if phase_best < 1.0 and stale >= sc.patience_evals:
+                if phase.early_stop and phase_best < 1.0 and stale >= sc.patience_evals:
                     break
 
     def evaluate(self, phase: Phase, ce: float, score_of, bar) -> float | None:
@@ -178,6 +177,25 @@ def attention_phases(sc: SparsifyConfig) -> list[Phase]:
     return [noisy] + extra
 
 
+def neuron_phases(sc: SparsifyConfig) -> list[Phase]:
+    """Noisy neuron gates with the attention gates polished (both densities penalised, so edges
+    inside the frozen set do not spread to more problems), then repair rounds with the neurons fixed."""
+    # no early stop: an exact checkpoint early in the phase keeps far more neurons than its end
+    neurons = Phase("neurons", sc.neuron_steps, "polish", "sample", sc.neuron_tau_margin, sc.neuron_lr,
+                    sc.neuron_gate_lr, sc.lambda_max, 0, early_stop=False)
+    polish = Phase("neuron polish", sc.polish_steps, "polish", "hard", sc.polish_tau_margin, sc.lr * sc.lr_floor,
+                   0.0, sc.polish_lambda_max, sc.polish_mine)
+    return [neurons] + [polish] * sc.neuron_repair_rounds
+
+
+def neuron_score(edge_density: float, neurons: list[int], d_mlp: int, sc: SparsifyConfig) -> float | None:
+    """Neuron phases: lower is better; None unless both the edge and the neuron targets are met."""
+    fraction = sum(neurons) / (d_mlp * len(neurons))
+    if edge_density > sc.target_edge_density or fraction > sc.target_neuron_fraction:
+        return None
+    return fraction + edge_density
+
+
 def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce: float,
              progress: bool = True) -> SparseResult:
     """Finetune a copy of the base model; return the sparsest exact checkpoint that meets the targets."""
@@ -200,19 +218,19 @@ def sparsify(cfg: ExportConfig, domain: Domain, base: AdderTransformer, base_ce:
                                   f"{sc.target_edge_density:.4%} after {run.step} steps ({', '.join(run.rounds)})")
     run.restore_best()
     run.model.eval()
-    _, attention_density, _, gates = hard_eval(run.model, run.tokens)
+    _, _, _, gates = hard_eval(run.model, run.tokens)
     freeze_edge_set(run.model, gates)
-    # Neurons: only checkpoints no denser than the attention circuit qualify (its edges cannot grow
-    # past the frozen set, but edges inside it could fire on more problems).
-    ceiling = min(sc.target_edge_density, attention_density)
-    neuron_phase = Phase("neurons", sc.neuron_steps, "hard", "sample", sc.neuron_tau_margin, sc.neuron_lr,
-                         sc.neuron_gate_lr, sc.lambda_max, 0, train_attention_logits=False)
-    run.best_score = math.inf  # the attention checkpoint (all neurons) is the fallback
-    fallback = run.best
-    run.run(neuron_phase, lambda density, neurons: None if density > ceiling + 1e-9
-            else sum(neurons) / (d_mlp * len(neurons)) + density)
-    if run.best_score == math.inf:
-        run.best = fallback
+    run.best, run.best_score = None, math.inf  # from here only checkpoints meeting both targets qualify
+    # the first repair round always runs (the noisy phase's end is rarely exact but the sparsest);
+    # further ones only while nothing qualifies
+    for index, phase in enumerate(neuron_phases(sc)):
+        run.run(phase, lambda density, neurons: neuron_score(density, neurons, d_mlp, sc))
+        if index >= 1 and run.best is not None:
+            break
+    if run.best is None and sc.require_exact:
+        raise SparsificationError(f"no exact checkpoint keeps <= {sc.target_neuron_fraction:.0%} of MLP neurons at "
+                                  f"<= {sc.target_edge_density:.4%} edges after {run.step} steps "
+                                  f"({', '.join(run.rounds)}); raise sparsify.neuron_repair_rounds")
     if run.best is None:  # tiny configs (require_exact off): the last state
         run.best = copy.deepcopy(run.model.state_dict())
     run.restore_best()
