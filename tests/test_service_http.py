@@ -253,3 +253,16 @@ def test_a_client_that_hangs_up_leaves_the_queue(fixture_repository):
         assert registry.get_sample_value(*sample) == 1  # long before the 30 s delay
         assert registry.get_sample_value("adder_inflight_requests") == 0
         assert not registry.get_sample_value("adder_inference_duration_seconds_count", {"model": "adder-sparse"})
+
+
+def test_explain_answers_as_grpc_does(served):
+    server, get, stubs = served
+    for a, b in ((36, 28), (43, 59), (0, 0)):
+        status, body, _ = get(f"/v1/explain?a={a}&b={b}")
+        expected = stubs.adder.Explain(adder_pb2.ExplainRequest(a=a, b=b), timeout=10)
+        assert status == 200 and body == to_json(expected)
+        assert body["answer"] == f"{a + b:05d}"
+    # the dense build has no gates to close: the same refusal as gRPC, as a client error
+    status, body, _ = get("/v1/explain?a=1&b=2&model=adder-dense")
+    message = grpc_error(stubs.adder.Explain, adder_pb2.ExplainRequest(a=1, b=2, model="adder-dense"))
+    assert 400 <= status < 500 and body["error"] == message
