@@ -1,5 +1,7 @@
 """Circuit extraction on a hand-made model, and the ONNX compile: what is dead is absent, answers agree."""
 
+import copy
+
 import numpy as np
 import onnx
 import torch
@@ -94,3 +96,17 @@ def test_neuron_pruning_keeps_every_answer_and_edge_budget():
     assert sum(kept) < 32 * len(kept)  # something was provably unnecessary
     assert torch.equal(greedy_digits(model, domain.tokens, True), before)
     assert int(hard_gates(model, domain.a, domain.b).sum()) <= edges_before
+
+
+def test_a_circuit_with_no_edge_compiles_to_an_empty_edges_output():
+    cfg, domain, base = tiny_base()
+    model = copy.deepcopy(base)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.attn.W_Q.zero_()  # every gate logit 0: 1[0 > 0] closes every edge
+    circuit = _circuit(model, domain, True)
+    assert circuit.edges == []
+    proto = compile_model(model, circuit, True, cfg.opset).proto
+    out = session(proto.SerializeToString()).run(None, {INPUT_A: domain.a.numpy(), INPUT_B: domain.b.numpy()})
+    assert out[2].shape == (10_000, 0) and out[2].dtype == bool
+    np.testing.assert_array_equal(out[1], greedy_digits(model, domain.tokens, True).numpy())
