@@ -9,7 +9,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from fixtures.service_repository import SPARSE_EDGES, carries
+from contract.domain import has_carry
+from fixtures.service_repository import SPARSE_EDGES
 from fixtures.service_servers import running_server
 
 A = np.array([36, 0, 99, 50, 7, 43], dtype=np.int64)
@@ -32,7 +33,7 @@ def inputs(a=A, b=B, binary=True, datatype="INT64"):
 
 
 def expected_edges(a, b):
-    carry = carries(a, b)
+    carry = has_carry(np.asarray(a), np.asarray(b))
     return np.array([[e[4] if c else e[5] for e in SPARSE_EDGES] for c in carry])
 
 
