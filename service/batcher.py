@@ -161,7 +161,9 @@ class Batcher:
                 fill_by = request.enqueued + self._delay
                 if expires is not None:
                     fill_by = min(fill_by, expires)
-                while rows < self._max_rows and self._delay > 0 and not request.abandoned:
+                # a cancelled leader still fills the batch for its live followers: their wait is the
+                # batch's, not shortened by someone else leaving (they may be about to leave too)
+                while rows < self._max_rows and self._delay > 0 and not (request.abandoned and len(batch) == 1):
                     wait = fill_by - time.perf_counter()
                     if wait <= 0:
                         break
