@@ -40,7 +40,9 @@ def _smaller(png: bytes) -> bytes:
         from PIL import Image
     except ImportError:
         return png
-    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    # FASTOCTREE keeps every head's hue: MEDIANCUT spent the palette on the dense panel's browns and
+    # painted head 3's orange red, like head 0
+    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue() if buffer.tell() < len(png) else png
