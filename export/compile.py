@@ -252,24 +252,22 @@ class _Decoder:
         open_ = self.g.op("Greater", [logits, self.g.const(np.array(-bias, np.float32))])
         open_ = self.g.op("And", [open_, self.g.const(union)])
         flat = np.flatnonzero(union)
-        if self.maskable and len(flat):
-            open_ = self.g.op("And", [open_, self.closable(union, flat, l, heads, q_pos, keys)])
         if len(flat):
             hi, qi, ki = np.unravel_index(flat, union.shape)
             ids = [self.edge_index[(l, heads[a], q_pos[b], keys[c])] for a, b, c in zip(hi, qi, ki)]
+            if self.maskable:
+                open_ = self.g.op("And", [open_, self.closable(union.shape, flat, ids)])
             cols = self.g.op("Reshape", [open_, self.g.const(np.array([0, -1]))])
             self.edge_cols.append((self.g.op("Gather", [cols, self.g.const(flat.astype(np.int64))], axis=1), ids))
         return self.g.op("Where", [open_, weights, self.g.const(np.array(0, np.float32))])
 
-    def closable(self, union: np.ndarray, flat: np.ndarray, l: int, heads: list[int], q_pos: list[int],
-                 keys: list[int]) -> str:
-        """(N, Hl, nq, P) bool: the `edge_mask` column of each circuit edge (elsewhere any column:
-        the union constant has closed those already)."""
-        columns = np.zeros(union.size, np.int64)
-        hi, qi, ki = np.unravel_index(flat, union.shape)
-        columns[flat] = [self.edge_index[(l, heads[a], q_pos[b], keys[c])] for a, b, c in zip(hi, qi, ki)]
+    def closable(self, shape: tuple, flat: np.ndarray, ids: list[int]) -> str:
+        """(N, Hl, nq, P) bool: at the flat positions of the circuit's edges, their `edge_mask` columns
+        `ids` (elsewhere any column: the union constant has closed those already)."""
+        columns = np.zeros(int(np.prod(shape)), np.int64)
+        columns[flat] = ids
         picked = self.g.op("Gather", [INPUT_EDGE_MASK, self.g.const(columns)], axis=1)  # (N, Hl*nq*P)
-        return self.g.op("Reshape", [picked, self.g.const(np.array([-1, *union.shape]))])
+        return self.g.op("Reshape", [picked, self.g.const(np.array([-1, *shape]))])
 
     def mlp(self, l: int, x: str) -> str:
         block, keep = self.m.blocks[l], self.neurons[l]
