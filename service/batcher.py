@@ -28,6 +28,7 @@ from service.runtime import Answers
 _QUEUED, _TAKEN, _LEAD, _GONE = 0, 1, 2, 3
 # A cancellation this close to the deadline is grpc's deadline timer: report DEADLINE_EXCEEDED.
 _DEADLINE_SLACK_S = 0.05
+_NO_DEADLINE_S = 24 * 3600.0  # gRPC reports "no deadline" as a huge time left; waits cannot take it
 
 
 class _Request:
@@ -76,7 +77,12 @@ class Batcher:
 
         `watch(callback)` (grpc's context.add_callback) calls back when the RPC ends; it returns False
         when the RPC has ended already. A request still waiting then is dropped: Cancelled/DeadlineExceeded.
+        An expired `timeout` never reaches the model.
         """
+        if timeout is not None and timeout > _NO_DEADLINE_S:
+            timeout = None
+        if timeout is not None and timeout <= 0:
+            raise DeadlineExceeded(f"deadline exceeded before model {self.model} ran")
         if self._max_rows == 1 or len(a) >= self._max_rows:
             return self._timed_run(a, b, mask)
         request = _Request(a, b, timeout, mask)

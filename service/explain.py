@@ -16,16 +16,14 @@ import numpy as np
 
 from contract import DENSE_MODEL, INPUT_A, INPUT_B, INPUT_EDGE_MASK, OUTPUT_EDGES
 from service.batcher import Batcher
-from service.errors import DeadlineExceeded, FailedPrecondition
+from service.errors import FailedPrecondition
 from service.repository import ModelFiles, RepositoryError
 from contract.domain import operands
-from service.runtime import MAX_ROWS_PER_RUN, Answers, Edge, OnnxModel, answer_text
-
-_NO_DEADLINE = 24 * 3600.0  # gRPC reports "no deadline" as a huge number
+from service.runtime import Answers, Edge, OnnxModel, answer_text
 
 
 class MaskedOnnxModel(OnnxModel):
-    """An OnnxModel whose graph also takes `edge_mask` BOOL [N, E]."""
+    """An OnnxModel whose graph also takes `edge_mask` BOOL [N, E]: `run(a, b, mask)`."""
 
     def __init__(self, path: Path, n_edges: int, intra_op_threads: int = 1):
         super().__init__(path, intra_op_threads)
@@ -36,18 +34,6 @@ class MaskedOnnxModel(OnnxModel):
                                   f"edge), it has {mask.type + str(mask.shape) if mask else 'no such input'}")
         if not self.has_edges:
             raise RepositoryError(f"{path} lacks the {OUTPUT_EDGES} output")
-
-    def run(self, a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Answers:
-        parts = [self._run_masked(a[i:i + MAX_ROWS_PER_RUN], b[i:i + MAX_ROWS_PER_RUN], mask[i:i + MAX_ROWS_PER_RUN])
-                 for i in range(0, len(a), MAX_ROWS_PER_RUN)]
-        if len(parts) == 1:
-            return parts[0]
-        return Answers(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("sums", "digits", "edges")))
-
-    def _run_masked(self, a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> Answers:
-        sums, digits, edges = self.session.run(self.output_names, {INPUT_A: a, INPUT_B: b, INPUT_EDGE_MASK: mask})
-        return Answers(sums, digits, edges)
-
 
 @dataclass
 class Explainer:
@@ -146,10 +132,6 @@ def explain_problem(model, a: int, b: int, time_left: Callable[[], float | None]
 
 
 def _run(explainer: Explainer, a: int, b: int, mask: np.ndarray, time_left, watch) -> Answers:
-    timeout = time_left()
-    if timeout is not None and timeout > _NO_DEADLINE:
-        timeout = None
-    if timeout is not None and timeout <= 0:
-        raise DeadlineExceeded("deadline exceeded before the explain graph ran")
     rows = len(mask)
-    return explainer.batcher.infer(np.full(rows, a, np.int64), np.full(rows, b, np.int64), timeout, watch, mask=mask)
+    return explainer.batcher.infer(np.full(rows, a, np.int64), np.full(rows, b, np.int64), time_left(), watch,
+                                   mask=mask)

@@ -16,7 +16,7 @@ import numpy as np
 from contract import DEFAULT_MODEL
 from service.batcher import Batcher
 from service.config import Config
-from service.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable, shown
+from service.errors import FailedPrecondition, NotFound, Unavailable, shown
 from service.explain import Explainer, load_explain_graph
 from service.metrics import Metrics
 from service.repository import ModelFiles, RepositoryError, discover, read_model, verify_sha256
@@ -28,7 +28,6 @@ LOADING, READY, FAILED, UNLOADED = "LOADING", "READY", "FAILED", "UNLOADED"
 # Outcomes of a reload, per model (also the `result` label of adder_model_reloads_total).
 RELOADED, UNCHANGED, REFUSED, LOAD_FAILED, UNLOADED_NOW = "loaded", "unchanged", "refused", "failed", "unloaded"
 _REASON_CHARS = 500
-_NO_DEADLINE = 24 * 3600.0
 
 
 @dataclass
@@ -145,12 +144,8 @@ class ModelRegistry:
               watch: Callable[[Callable[[], None]], bool] | None = None) -> Answers:
         """Answer rows through the model's batcher and count right and wrong answers.
 
-        `timeout`: the RPC's time left (an expired one never reaches the model); `watch`: see Batcher.infer.
+        `timeout`: the RPC's time left; `timeout` and `watch`: see Batcher.infer.
         """
-        if timeout is not None and timeout > _NO_DEADLINE:
-            timeout = None  # gRPC reports "no deadline" as a huge number; waits cannot take it
-        if timeout is not None and timeout <= 0:
-            raise DeadlineExceeded(f"deadline exceeded before model {model.name} ran")
         answers = model.batcher.infer(a, b, timeout, watch)
         self._metrics.count_answers(model.name, a, b, answers.sums)
         return answers

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from contract import INPUT_A, INPUT_B, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
+from contract import INPUT_A, INPUT_B, INPUT_EDGE_MASK, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
 from contract.domain import answer_digits, operands
 
 Edge = tuple[int, int, int, int]  # (layer, head, query position, key position)
@@ -46,17 +46,20 @@ class OnnxModel:
     def has_edges(self) -> bool:
         return OUTPUT_EDGES in self.output_names
 
-    def run(self, a: np.ndarray, b: np.ndarray) -> Answers:
+    def run(self, a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> Answers:
+        """`mask`: the `edge_mask` input's rows, for graphs that take one (explain.onnx)."""
         if len(a) <= MAX_ROWS_PER_RUN:
-            return self._run(a, b)
+            return self._run(a, b, mask)
         # ORT's arena keeps its peak: a 10,000-row run would hold hundreds of MB for good
-        parts = [self._run(a[i:i + MAX_ROWS_PER_RUN], b[i:i + MAX_ROWS_PER_RUN])
+        parts = [self._run(a[i:i + MAX_ROWS_PER_RUN], b[i:i + MAX_ROWS_PER_RUN],
+                           None if mask is None else mask[i:i + MAX_ROWS_PER_RUN])
                  for i in range(0, len(a), MAX_ROWS_PER_RUN)]
         edges = None if parts[0].edges is None else np.concatenate([p.edges for p in parts])
         return Answers(np.concatenate([p.sums for p in parts]), np.concatenate([p.digits for p in parts]), edges)
 
-    def _run(self, a: np.ndarray, b: np.ndarray) -> Answers:
-        values = self.session.run(self.output_names, {INPUT_A: a, INPUT_B: b})
+    def _run(self, a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> Answers:
+        feed = {INPUT_A: a, INPUT_B: b} | ({} if mask is None else {INPUT_EDGE_MASK: mask})
+        values = self.session.run(self.output_names, feed)
         out = dict(zip(self.output_names, values))
         return Answers(out[OUTPUT_SUM], out[OUTPUT_DIGITS], out.get(OUTPUT_EDGES))
 
