@@ -92,16 +92,22 @@ def out_of_range(name: str, values: list[int]) -> str | None:
 # ---- adder.v1, well-formed messages: the exact answer or the exact error --------------------------
 
 
+def expected_error(a: int, b: int, model: str) -> tuple | None:
+    """The (code, details) Add and Explain answer for a bad model or operand, None when both are fine."""
+    if (model or "adder-sparse") not in MODELS:
+        return NOT_FOUND, not_found(model)
+    for name, value in (("a", a), ("b", b)):
+        if not 0 <= value <= 99:
+            return INVALID, f"{name}={value} is out of range: {RANGE}"
+    return None
+
+
 @fuzz(300)
 @given(a=OPERAND, b=OPERAND, model=MODEL_NAME, trace=st.booleans())
 def test_add(client, a, b, model, trace):
     code, details, response = call("Add", client.adder.Add, adder_pb2.AddRequest(a=a, b=b, model=model, trace=trace))
-    if (model or "adder-sparse") not in MODELS:
-        assert (code, details) == (NOT_FOUND, not_found(model))
-    elif not 0 <= a <= 99:
-        assert (code, details) == (INVALID, f"a={a} is out of range: {RANGE}")
-    elif not 0 <= b <= 99:
-        assert (code, details) == (INVALID, f"b={b} is out of range: {RANGE}")
+    if error := expected_error(a, b, model):
+        assert (code, details) == error
     else:
         assert code == OK, details
         assert (response.sum, response.answer, response.model) == (a + b, f"{a + b:05d}", model or "adder-sparse")
@@ -113,12 +119,8 @@ def test_add(client, a, b, model, trace):
 @given(a=OPERAND, b=OPERAND, model=MODEL_NAME)
 def test_explain(client, a, b, model):
     code, details, response = call("Explain", client.adder.Explain, adder_pb2.ExplainRequest(a=a, b=b, model=model))
-    if (model or "adder-sparse") not in MODELS:
-        assert (code, details) == (NOT_FOUND, not_found(model))
-    elif not 0 <= a <= 99:
-        assert (code, details) == (INVALID, f"a={a} is out of range: {RANGE}")
-    elif not 0 <= b <= 99:
-        assert (code, details) == (INVALID, f"b={b} is out of range: {RANGE}")
+    if error := expected_error(a, b, model):
+        assert (code, details) == error
     elif model == "adder-dense":  # a valid request the dense build cannot answer
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "dense build" in details
     else:
