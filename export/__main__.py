@@ -8,7 +8,6 @@ from pathlib import Path
 
 from contract import DENSE_MODEL, SPARSE_MODEL
 from export.config import ExportConfig, tiny_config
-from export.fingerprint import is_stale
 from export.pipeline import run_export
 from export.sparsify import SparsificationError
 from export.verify import VerificationError
@@ -57,17 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--tiny", action="store_true", help="a seconds-long config for smoke tests (not exact)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--if-stale", action="store_true",
-                        help="export only when the repository was not built by this code and config")
-    parser.add_argument("--dry-run", action="store_true", help="with --if-stale: only say whether it would export")
     args = parser.parse_args(argv)
     cfg = load_config(args)
-    if args.if_stale:
-        stale = is_stale(args.repository, cfg)
-        print(f"{args.repository}: {'stale, exporting' if stale else 'up to date with export/ and its config'}"
-              + (" (dry run)" if args.dry_run and stale else ""))
-        if not stale or args.dry_run:
-            return 0
     try:
         report = run_export(cfg, args.repository, progress=not args.quiet)
     except SparsificationError as err:

@@ -80,7 +80,6 @@ class ExportConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     base: BaseTrainConfig = field(default_factory=BaseTrainConfig)
     sparsify: SparsifyConfig = field(default_factory=SparsifyConfig)
-    figure_problem: tuple[int, int] = (36, 28)
     opset: int = 20  # Gelu and LayerNormalization are single ops from 20
 
     def to_dict(self) -> dict:

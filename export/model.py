@@ -17,7 +17,6 @@ from export.config import ModelConfig
 from export.task import N_POSITIONS, VOCAB_SIZE
 
 GATE_RULE = "A_ij = 1[a_ij + b > 0], a_ij = q_i.k_j / sqrt(d_head), b = gate_bias (causal pairs only)"
-NEURON_GATE_RULE = "z_n = 1[phi_n > 0]"
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
