@@ -94,7 +94,7 @@ class Explained:
 def allowed_gates(circuit: Circuit, mask: torch.Tensor) -> torch.Tensor:
     """(N, layers, heads, T, T) bool: circuit edge e may open where mask[:, e]; every other edge is closed."""
     L, H, T = circuit.n_layers, circuit.n_heads, circuit.n_positions
-    flat = torch.tensor([((e.layer * H + e.head) * T + e.query) * T + e.key for e in circuit.edges])
+    flat = torch.tensor([((e.layer * H + e.head) * T + e.query) * T + e.key for e in circuit.edges], dtype=torch.long)
     allowed = torch.zeros(len(mask), L * H * T * T, dtype=torch.bool)
     allowed[:, flat] = mask
     return allowed.view(len(mask), L, H, T, T)
@@ -130,8 +130,8 @@ def torch_sums(model: AdderTransformer, circuit: Circuit, a: np.ndarray, b: np.n
 
 
 def onnx_run(sess, a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(sums, edges) of explain.onnx in bounded slices."""
-    sums, edges = [], []
+    """(sums, edges) of explain.onnx in bounded slices (no row: empty arrays, as a circuit with no edge has)."""
+    sums, edges = [np.empty(0, np.int64)], [np.empty((0, mask.shape[1]), bool)]
     for start in range(0, len(a), ORT_ROWS):
         part = slice(start, start + ORT_ROWS)
         s, _, e = sess.run(None, {INPUT_A: a[part], INPUT_B: b[part], INPUT_EDGE_MASK: mask[part]})

@@ -98,7 +98,8 @@ def build_repository(cfg: ExportConfig, repository: Path, progress: bool, log) -
                 for name, m, gated in builds}
     clock.lap("compile")
     # proven before the ablation: a build that answers wrong fails in seconds, not after minutes of ablation
-    verified = {name: verify_build(name, compiled[name].proto.SerializeToString(), m, circuits[name], domain, gated)
+    verified = {name: verify_build(name, compiled[name].proto.SerializeToString(), m, circuits[name], domain, gated,
+                                   cfg.sparsify.require_exact)
                 for name, m, gated in builds}
     clock.lap("verify")
     explained = explain_sparse(sparse.model, circuits[SPARSE_MODEL], compiled[SPARSE_MODEL].proto, domain,

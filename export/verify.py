@@ -31,8 +31,10 @@ def session(model_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
-def verify_build(name: str, model_bytes: bytes, model, circuit: Circuit, domain: Domain, gated: bool) -> Verification:
-    """Run all 10,000 problems through ONNX Runtime and torch; raise VerificationError on any gap."""
+def verify_build(name: str, model_bytes: bytes, model, circuit: Circuit, domain: Domain, gated: bool,
+                 require_exact: bool = True) -> Verification:
+    """Run all 10,000 problems through ONNX Runtime and torch; raise VerificationError on any gap
+    (and, with `require_exact`, on any wrong answer)."""
     a, b = domain.a.numpy(), domain.b.numpy()
     outputs = session(model_bytes).run(None, {INPUT_A: a, INPUT_B: b})
     onnx_sum, onnx_digits = outputs[0], outputs[1]
@@ -44,7 +46,7 @@ def verify_build(name: str, model_bytes: bytes, model, circuit: Circuit, domain:
             f"{name}: ONNX and torch disagree on {len(differ)} of {len(a)} problems, "
             f"first {a[i]}+{b[i]}: onnx {onnx_digits[i].tolist()} torch {torch_digits[i].tolist()}")
     right = onnx_sum == a + b
-    if not right.all():
+    if require_exact and not right.all():
         wrong = np.flatnonzero(~right)
         i = wrong[0]
         raise VerificationError(
@@ -53,7 +55,8 @@ def verify_build(name: str, model_bytes: bytes, model, circuit: Circuit, domain:
     if gated:
         g = hard_gates(model, domain.a, domain.b)
         idx = [(e.layer, e.head, e.query, e.key) for e in circuit.edges]
-        torch_edges = torch.stack([g[:, l, h, q, k] for l, h, q, k in idx], dim=1).numpy()
+        columns = [[edge[axis] for edge in idx] for axis in range(4)]  # layers, heads, queries, keys
+        torch_edges = g[(slice(None), *columns)].numpy()  # (N, E); E may be 0
         mismatches = int((torch_edges != outputs[2]).any(axis=1).sum())
     return Verification(correct=int(right.sum()), total=len(a),
                         train_accuracy=float(right[domain.train.numpy()].mean()),

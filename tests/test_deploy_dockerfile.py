@@ -16,7 +16,7 @@ RUNTIME = STAGES["runtime"]
 def test_stages_and_model_source_argument():
     assert {"models-export", "models-prebuilt", "models", "runtime-deps", "runtime"} <= STAGES.keys()
     assert list(STAGES)[-1] == "runtime", "a plain `docker build` must produce the runtime image"
-    assert STAGES[""].args("ARG") == ["MODEL_SOURCE=export"]
+    assert STAGES[""].args("ARG") == ["MODEL_SOURCE=prebuilt"]
     assert STAGES["models"].base == "models-${MODEL_SOURCE}"
     assert STAGES["models-prebuilt"].args("COPY") == ["model_repository/ /models/"]
     assert any("python -m export --repository /models" in run for run in STAGES["models-export"].args("RUN"))
