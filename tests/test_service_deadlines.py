@@ -14,12 +14,17 @@ import grpc
 import numpy as np
 import pytest
 
-from fixtures.fakes import PausableModel, eventually
+from prometheus_client import CollectorRegistry
+
+from fixtures.fakes import HANG_S, PausableModel, eventually
 from fixtures.service_servers import connect, running_server
 from service.adder_servicer import AdderServicer
+from service.batcher import Batcher, BatcherState, Leave
+from service.errors import Cancelled, DeadlineExceeded
 from service.generated.adder.v1 import adder_pb2
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 from service.inference_servicer import InferenceServicer
+from service.metrics import Metrics
 
 DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
 HOLD = {"max_queue_delay_us": 30_000_000, "queue_delay_policy": "always"}
@@ -169,47 +174,42 @@ def test_cancellations_at_random_moments_under_concurrency(fixture_repository):
 
 
 def test_batcher_drops_followers_whose_rpc_ended_before_their_batch_ran():
-    """Queued, taken into a batch still filling, or leading: each leaves at once and is never run."""
-    from prometheus_client import CollectorRegistry
-
-    from service.batcher import Batcher
-    from service.errors import Cancelled
-    from service.metrics import Metrics
-
+    """Queued, taken into a batch still filling, or leading: each leaves at once for the reason its RPC
+    ended, and is never run; a leader that leaves hands its batch to its oldest follower."""
     model = PausableModel()
-    batcher = Batcher("m", model.run, Metrics(CollectorRegistry()), max_batch_size=4, max_queue_delay_s=30.0)
+    batcher = Batcher("m", model.run, Metrics(CollectorRegistry()), max_batch_size=4, max_queue_delay_s=3600.0)
     ends: dict[int, callable] = {}
     outcomes: dict[int, object] = {}
 
     def call(value: int):
-        def watch(callback):
-            ends[value] = callback
-            return True
         try:
-            outcomes[value] = batcher.infer(np.array([value]), np.array([0]), None, watch).sums.tolist()
-        except Cancelled as error:
+            outcomes[value] = batcher.infer(np.array([value]), np.array([0]), None,
+                                            lambda on_end: ends.setdefault(value, on_end)).sums.tolist()
+        except (Cancelled, DeadlineExceeded) as error:
             outcomes[value] = error
 
     def start(value: int) -> threading.Thread:
         thread = threading.Thread(target=call, args=(value,))
         thread.start()
-        assert eventually(lambda: value in ends)
+        assert eventually(lambda: value in ends)  # queued (or leading) before the next one starts
         return thread
 
-    threads = [start(1)]  # leads, waits for 3 more rows
-    threads += [start(v) for v in (2, 3, 4, 5)]  # 2-4 fill its batch, which runs and pauses; 5 queues
-    assert model.started.wait(10)
-    threads += [start(6), start(7)]
-    ends[5]()  # queued: leaves the queue at once
+    threads = [start(v) for v in (1, 2, 3, 4)]  # 1 leads; 2-4 fill its batch, which runs and pauses
+    assert model.started.wait(HANG_S)
+    threads += [start(v) for v in (5, 6, 7, 8)]  # queued behind the run
+    ends[5](Leave.CANCELLED)  # queued: leaves the queue at once
     assert eventually(lambda: 5 in outcomes) and isinstance(outcomes[5], Cancelled)
-    model.release.set()  # 1-4 answered; 6 leads, takes 7 into its batch and waits 30 s for it to fill
-    assert eventually(lambda: all(v in outcomes for v in (1, 2, 3, 4)) and not batcher._queue)
-    ends[7]()  # taken into a batch that has not started: leaves it at once
-    assert eventually(lambda: 7 in outcomes) and isinstance(outcomes[7], Cancelled)
-    ends[6]()  # the leader, now alone: not run
+    model.release.set()  # 1-4 answered; 6 leads, takes 7 and 8 and waits an hour for a fourth
+    assert eventually(lambda: batcher.state() == BatcherState(queued=0, batch=3, filling=True))
+    ends[7](Leave.DEADLINE)  # taken into a batch that has not started: leaves it at once
+    assert eventually(lambda: 7 in outcomes) and isinstance(outcomes[7], DeadlineExceeded)
+    ends[6](Leave.DEADLINE)  # the leader: leaves at once, 8 leads its batch on
+    assert eventually(lambda: 6 in outcomes) and isinstance(outcomes[6], DeadlineExceeded)
+    assert eventually(lambda: batcher.state() == BatcherState(queued=0, batch=1, filling=True))
+    ends[8](Leave.CANCELLED)  # the leader, now alone: not run
     for thread in threads:
-        thread.join(10)
-    assert isinstance(outcomes[6], Cancelled)
+        thread.join(HANG_S)
+    assert isinstance(outcomes[8], Cancelled)
     assert model.calls == [[1, 2, 3, 4]], "only the batch of live callers ran"
     assert [outcomes[v] for v in (1, 2, 3, 4)] == [[1], [2], [3], [4]]
-    assert not batcher._busy and not batcher._queue and batcher._queued_rows == 0
+    assert batcher.state() == BatcherState(queued=0, batch=0, filling=False)
