@@ -35,7 +35,7 @@ def wait_for(lines: queue.Queue, message: str, seen: list) -> dict:
 
 
 def inflight(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=HANG_S) as response:
         for line in response.read().decode().splitlines():
             if line.startswith("adder_inflight_requests "):
                 return float(line.split()[1])
