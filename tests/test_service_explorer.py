@@ -29,7 +29,7 @@ def explore(port: int, sum_text: str) -> dict:
 
     with chromium() as driver:
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 30)
+        wait = WebDriverWait(driver, HANG_S)
         wait.until(lambda d: d.find_element(By.ID, "answer").get_attribute("data-sum") == "36+28")  # the default
         field = driver.find_element(By.ID, "sum")
         field.clear()
