@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import AdderError, Cancelled, DeadlineExceeded, Unavailable
+from service.errors import Cancelled, DeadlineExceeded, Unavailable
 from service.metrics import Metrics
 from service.runtime import Answers
 
@@ -73,7 +73,7 @@ class _Request:
         self.leaving: Leave | None = None  # a leader's RPC ended: it leaves its batch when it next wakes
         self.answers: Answers | None = None
         self.error: BaseException | None = None
-        # A bare lock is the cheapest thing to sleep on: released once, when answered, gone or handed the lead.
+        # A bare lock is the cheapest thing to sleep on: released when answered, gone or handed the lead.
         self.wake = _thread.allocate_lock()
         self.wake.acquire()
 
