@@ -57,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="max seconds of measuring per batch size or scenario [default 8]")
     limits.add_argument("--time-limit", type=float, default=900.0,
                         help="whole run: steps that would start later are skipped [default 900]")
+    limits.add_argument("--counts-only", action="store_true",
+                        help="no time limits: every step runs its full counts (--pairs, --calls, "
+                             "--batch-calls), however long that takes; what a run does is then the same "
+                             "on any machine")
     limits.add_argument("--seed", type=int, default=0)
 
 

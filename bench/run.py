@@ -1,6 +1,7 @@
 """The bench run: in-process pairs, then end-to-end scenarios per server, then tables, JSON and plots."""
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
                    with_http=i == 0 and not args.skip_http)
         for i, (name, _) in enumerate(servers)}
     batch_sizes = [] if args.skip_inprocess or not have_files else args.batch_sizes
-    progress = Progress(len(batch_sizes) + sum(map(len, plans.values())), args.time_limit)
+    progress = Progress(len(batch_sizes) + sum(map(len, plans.values())),
+                        math.inf if args.counts_only else args.time_limit)
     info = report.machine()
 
     inprocess = _inprocess(args, repository, models, batch_sizes, progress)
@@ -53,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(s.skipped == SERVER_FAILED for s in scenarios) else 0
 
 
+def _step_seconds(args) -> float:
+    return math.inf if args.counts_only else args.step_seconds
+
+
 def _inprocess(args, repository: Path, models: list[str], batch_sizes: list[int],
                progress: Progress) -> list[BatchResult]:
     if not batch_sizes:
@@ -63,7 +69,7 @@ def _inprocess(args, repository: Path, models: list[str], batch_sizes: list[int]
     for batch in batch_sizes:
         if not progress.begin(f"in-process ORT, batch {batch}: {' vs '.join(models)}"):
             continue
-        result = paired_runs(sessions, batch, args.pairs, args.warmup, min(args.step_seconds, progress.remaining()),
+        result = paired_runs(sessions, batch, args.pairs, args.warmup, min(_step_seconds(args), progress.remaining()),
                              rng)
         results.append(result)
         medians = ", ".join(f"{m} {ms(np.median(t))} ms" for m, t in result.seconds.items())
@@ -115,7 +121,7 @@ def _measure(args, todo: list[Scenario], target: str, server: ServerProcess | No
             continue
         before = server.batch_sizes() if server else {}
         calls = args.batch_calls if scenario.rows > 1 else args.calls
-        pool.run(scenario, target, calls, min(args.step_seconds, max(0.5, progress.remaining())),
+        pool.run(scenario, target, calls, min(_step_seconds(args), max(0.5, progress.remaining())),
                  args.client_warmup, args.timeout, http_target)
         after = server.batch_sizes() if server else {}
         if scenario.model in after:

@@ -7,6 +7,7 @@ answer a+b, and the server's resident memory flat after warm-up. Prints latency,
 
 import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -69,12 +70,14 @@ class SoakResult:
 
 
 def _phase(pool: ClientPool, target: str, models: list[str], clients: int, seconds: float,
-           timeout_s: float, seed: int) -> list[dict]:
-    """All clients, closed loop, for `seconds`; one result dict per client process."""
+           timeout_s: float, seed: int, calls_per_client: int | None = None) -> list[dict]:
+    """All clients, closed loop, for `seconds`, or for exactly `calls_per_client` calls each (then no
+    time limit); one result dict per client process."""
     n_procs = min(pool.processes, clients)
     threads = [clients // n_procs + (i < clients % n_procs) for i in range(n_procs)]
     start_at = time.time() + 0.3 + 0.01 * clients
-    jobs = [Job(target, ADD, models[i % len(models)], n, 1 << 40, start_at, start_at + seconds,
+    calls, stop_at = (1 << 40, start_at + seconds) if calls_per_client is None else (calls_per_client, math.inf)
+    jobs = [Job(target, ADD, models[i % len(models)], n, calls, start_at, stop_at,
                 warmup_calls=2, timeout_s=timeout_s, seed=seed + i) for i, n in enumerate(threads)]
     return list(pool.executor.map(run_job, jobs))
 
@@ -92,13 +95,17 @@ class _RssSampler(threading.Thread):
 
 
 def soak(target: str, server_pid: int, pool: ClientPool, models: list[str], clients: int, seconds: float,
-         warmup_seconds: float, timeout_s: float = 10.0, seed: int = 0) -> SoakResult:
-    """Warm up, read the server's RSS, run the soak while sampling RSS, read it again."""
-    warm = _phase(pool, target, models, clients, warmup_seconds, timeout_s, seed)
+         warmup_seconds: float, timeout_s: float = 10.0, seed: int = 0, calls_per_client: int | None = None,
+         warmup_calls_per_client: int | None = None) -> SoakResult:
+    """Warm up, read the server's RSS, run the soak while sampling RSS, read it again.
+
+    `calls_per_client`, `warmup_calls_per_client`: run that phase by count instead of for its seconds, so
+    the work done (and what is checked) does not depend on the machine's speed."""
+    warm = _phase(pool, target, models, clients, warmup_seconds, timeout_s, seed, warmup_calls_per_client)
     rss_before = rss_bytes(server_pid)
     sampler = _RssSampler(server_pid)
     sampler.start()
-    parts = _phase(pool, target, models, clients, seconds, timeout_s, seed + 1000)
+    parts = _phase(pool, target, models, clients, seconds, timeout_s, seed + 1000, calls_per_client)
     sampler.done.set()
     sampler.join()
     rss_after = rss_bytes(server_pid)
@@ -136,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="soak duration [default 60]")
     parser.add_argument("--warmup-seconds", type=float, default=10.0,
                         help="same load before the RSS baseline is read [default 10]")
+    parser.add_argument("--calls", type=int, default=None,
+                        help="calls per client instead of --seconds (and --warmup-calls instead of --warmup-seconds)")
+    parser.add_argument("--warmup-calls", type=int, default=None, help="warm-up calls per client")
     parser.add_argument("--client-processes", type=int, default=4, help="processes the clients run in [default 4]")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, spread over the client "
                                                                    "processes [default both]")
@@ -151,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool = ClientPool(min(args.client_processes, args.clients))
             try:
                 result = soak(server.target, server.pid, pool, models, args.clients, args.seconds,
-                              args.warmup_seconds, args.timeout)
+                              args.warmup_seconds, args.timeout, calls_per_client=args.calls,
+                              warmup_calls_per_client=args.warmup_calls)
             finally:
                 pool.close()
     except ServerError as error:

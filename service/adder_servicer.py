@@ -10,6 +10,7 @@ from service.explain import explain_problem
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 from service.metrics import Metrics
 from service.models import ModelRegistry, ServedModel
+from service.rpc_watch import rpc_watch
 from service.runtime import active_edges, answer_text
 from service.validation import operand_arrays, operand_pair
 
@@ -31,7 +32,7 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
     def Add(self, request, context):
         model = self.models.get(request.model)
         a, b = operand_pair(request.a, request.b)
-        answers = self.models.infer(model, a, b, context.time_remaining(), context.add_callback)
+        answers = self.models.infer(model, a, b, context.time_remaining(), rpc_watch(context))
         response = adder_pb2.AddResponse(sum=int(answers.sums[0]), answer=answer_text(answers.digits[0]),
                                          model=model.name, model_version=model.version)
         if request.trace:
@@ -43,7 +44,7 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
     def AddBatch(self, request, context):
         model = self.models.get(request.model)
         a, b = operand_arrays(request.a, request.b, self.config.max_request_batch)
-        answers = self.models.infer(model, a, b, context.time_remaining(), context.add_callback)
+        answers = self.models.infer(model, a, b, context.time_remaining(), rpc_watch(context))
         return adder_pb2.AddBatchResponse(
             sums=answers.sums.tolist(), answers=[answer_text(d) for d in answers.digits],
             model=model.name, model_version=model.version)
@@ -52,7 +53,7 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
     def Explain(self, request, context):
         model = self.models.get(request.model)
         operand_pair(request.a, request.b)
-        found = explain_problem(model, request.a, request.b, context.time_remaining, context.add_callback)
+        found = explain_problem(model, request.a, request.b, context.time_remaining, rpc_watch(context))
         response = adder_pb2.ExplainResponse(
             sum=found.sum, answer=found.answer, model=found.model, model_version=found.model_version,
             necessary_only_sum=found.necessary_only_sum, necessary_only_answer=found.necessary_only_answer,

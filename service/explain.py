@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import DENSE_MODEL, INPUT_A, INPUT_B, INPUT_EDGE_MASK, OUTPUT_EDGES
-from service.batcher import Batcher
+from service.batcher import Batcher, Watch
 from service.errors import FailedPrecondition
 from service.repository import ModelFiles, RepositoryError
 from contract.domain import operands
@@ -99,7 +99,7 @@ class Explanation:
 
 
 def explain_problem(model, a: int, b: int, time_left: Callable[[], float | None] = lambda: None,
-                    watch: Callable[[Callable[[], None]], bool] | None = None) -> Explanation:
+                    watch: Watch | None = None) -> Explanation:
     """Explain a + b (operands already validated) on a ready ServedModel.
 
     Two batched runs: every circuit edge closed alone, plus one row with all open (closing an edge

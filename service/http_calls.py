@@ -15,6 +15,7 @@ import grpc
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.batcher import Leave
 from service.errors import MAX_DETAIL_CHARS, AdderError
 from service.metrics import Metrics
 
@@ -50,7 +51,9 @@ def error_response(code: grpc.StatusCode, message: str, status: int | None = Non
 
 class HttpContext:
     """What a servicer handler uses of grpc.ServicerContext: the time left, and callbacks run if the
-    client goes away first (the batcher then drops a request still waiting, as for a cancelled RPC)."""
+    client goes away first (the batcher then drops a request still waiting, as for a cancelled RPC).
+    Unlike gRPC it knows why a request ended: its callbacks run only for a disconnect (end_reason); a
+    timeout_ms that passes is the batcher's own deadline."""
 
     def __init__(self, timeout: float | None):
         self._expires = None if timeout is None else time.monotonic() + timeout
@@ -68,7 +71,11 @@ class HttpContext:
             self._callbacks.append(callback)
             return True
 
+    def end_reason(self) -> Leave:
+        return Leave.CANCELLED
+
     def end(self) -> None:
+        """The client disconnected."""
         with self._lock:
             self._ended = True
             callbacks, self._callbacks = self._callbacks, []

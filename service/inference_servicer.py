@@ -10,6 +10,7 @@ from service.generated.inference import grpc_predict_v2_pb2 as pb
 from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.metrics import Metrics
 from service.models import FAILED, LOAD_FAILED, READY, REFUSED, UNLOADED, ModelRegistry, ServedModel
+from service.rpc_watch import rpc_watch
 from service.tensors import output_tensor, read_inputs
 from service.validation import operand_arrays
 
@@ -94,7 +95,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         unknown = [name for name in wanted if name not in available]
         if unknown:
             raise InvalidArgument(f"model {model.name} has no output {shown(unknown[0])}; outputs: {available}")
-        answers = self.models.infer(model, a, b, context.time_remaining(), context.add_callback)
+        answers = self.models.infer(model, a, b, context.time_remaining(), rpc_watch(context))
         values = {OUTPUT_SUM: answers.sums, OUTPUT_DIGITS: answers.digits, OUTPUT_EDGES: answers.edges}
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
         for name in wanted:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from contract import DEFAULT_MODEL
-from service.batcher import Batcher
+from service.batcher import Batcher, Watch
 from service.config import Config
 from service.errors import FailedPrecondition, NotFound, Unavailable, shown
 from service.explain import Explainer, load_explain_graph
@@ -141,7 +141,7 @@ class ModelRegistry:
         return name if name in self.models else "unknown"
 
     def infer(self, model: ServedModel, a: np.ndarray, b: np.ndarray, timeout: float | None,
-              watch: Callable[[Callable[[], None]], bool] | None = None) -> Answers:
+              watch: Watch | None = None) -> Answers:
         """Answer rows through the model's batcher and count right and wrong answers.
 
         `timeout`: the RPC's time left; `timeout` and `watch`: see Batcher.infer.

@@ -12,6 +12,7 @@ from contract import CIRCUIT_FILE, DENSE_MODEL, MANIFEST_FILE, MODEL_FILE, SPARS
 from contract.circuit import read_circuit
 from contract.manifest import manifest_from_data, read_manifest
 from contract.schema import ContractError, from_data
+from fixtures.fakes import HANG_S
 from fixtures.service_repository import build_repository
 from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
@@ -47,7 +48,7 @@ def test_a_file_that_breaks_the_contract_fails_its_model_with_the_field_named(tm
     repository = build_repository(tmp_path)
     edit_json(model_dir(repository, SPARSE_MODEL) / file, change)
     with running_server(repository) as server, connect(server.port) as client:
-        models = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=10).models}
+        models = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=HANG_S).models}
         assert models[DENSE_MODEL].state == "READY"
         assert models[SPARSE_MODEL].state == "FAILED"
         assert models[SPARSE_MODEL].reason.startswith(f"{SPARSE_MODEL}/1/{reason}"), models[SPARSE_MODEL].reason

@@ -9,6 +9,7 @@ import urllib.request
 import pytest
 
 from deploy_support import KSERVE, ROOT, TOOLS_BIN, of_kind, render, server_container, service_env_names
+from fixtures.fakes import HANG_S
 from fixtures.service_servers import running_server
 from service.config import from_env
 
@@ -88,12 +89,12 @@ def test_probe_paths_answer_on_the_server(fixture_repository):
     assert {p["port"] for p in probes.values()} == {CONFIG.http_port}
     with running_server(fixture_repository, http_port=0) as server:
         for probe in probes.values():
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{probe['path']}", timeout=10) as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{probe['path']}", timeout=HANG_S) as answer:
                 assert answer.status == 200
         server.drain()  # draining: unready (traffic goes elsewhere), still live (not restarted)
         with pytest.raises(urllib.error.HTTPError) as unready:
-            urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{probes['readiness']['path']}", timeout=10)
+            urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{probes['readiness']['path']}", timeout=HANG_S)
         assert unready.value.code == 503
         with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{probes['liveness']['path']}",
-                                    timeout=10) as answer:
+                                    timeout=HANG_S) as answer:
             assert answer.status == 200

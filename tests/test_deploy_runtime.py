@@ -26,6 +26,8 @@ import pytest
 from contract import MODEL_FILE, SPARSE_MODEL, model_dir
 from deploy_support import (HEALTHCHECK_SCRIPT, ROOT, dockerfile_stages, exec_form, health_services, of_kind,
                             render, server_container)
+from fixtures.service_servers import stop_bound
+from service.config import Config
 
 REPOSITORY = Path(os.environ.get("ADDER_MODEL_REPOSITORY", ROOT / "model_repository")).resolve()
 STARTUP_SECONDS = 180  # load, sha256 and the 10,000-problem self-test of both models
@@ -148,7 +150,8 @@ def test_runtime_install_line_serves_without_torch(tmp_path):
             assert b"adder_inflight_requests" in response.read()
 
         server.send_signal(signal.SIGTERM)  # what the kubelet sends after preStop
-        assert server.wait(timeout=60) == 0, log.read_text()[-4000:]
+        grace = float(env.get("ADDER_GRACE_SECONDS", Config.grace_seconds))
+        assert server.wait(timeout=stop_bound(grace)) == 0, log.read_text()[-4000:]
     finally:
         if server.poll() is None:
             server.kill()

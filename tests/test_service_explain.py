@@ -3,6 +3,7 @@
 import grpc
 import pytest
 
+from fixtures.fakes import HANG_S
 from fixtures.service_repository import NEEDED_EDGE, SPARSE_EDGES, build_repository, fixture_active_edges, write_model
 from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
@@ -17,7 +18,7 @@ def _edge(x) -> tuple[int, int, int, int]:
 
 def test_the_edge_the_answer_needs_is_necessary_and_the_others_are_not(stubs):
     for a, b in ((36, 28), (12, 3), (99, 99), (0, 0)):
-        response = stubs.adder.Explain(adder_pb2.ExplainRequest(a=a, b=b), timeout=10)
+        response = stubs.adder.Explain(adder_pb2.ExplainRequest(a=a, b=b), timeout=HANG_S)
         assert (response.sum, response.answer, response.model) == (a + b, f"{a + b:05d}", "adder-sparse")
         assert [_edge(x) for x in response.edges] == fixture_active_edges(a, b)
         for x in response.edges:
@@ -38,7 +39,7 @@ def test_explain_validates_like_add(stubs):
               "dense build: it has no attention gates to close")]
     for request, code, message in cases:
         with pytest.raises(grpc.RpcError) as caught:
-            stubs.adder.Explain(request, timeout=10)
+            stubs.adder.Explain(request, timeout=HANG_S)
         assert caught.value.code() == code and message in caught.value.details()
 
 
@@ -51,7 +52,7 @@ def test_explain_has_its_own_metrics_and_its_rows_are_not_counted_as_answers(ser
     answers = sample("adder_answers_total", model="adder-sparse", correct="false")
     requests = sample("adder_request_duration_seconds_count", method="Explain", model="adder-sparse", code="OK", protocol="grpc")
     runs = sample("adder_batch_size_count", model="adder-sparse/explain")
-    stubs.adder.Explain(adder_pb2.ExplainRequest(a=36, b=28), timeout=10)
+    stubs.adder.Explain(adder_pb2.ExplainRequest(a=36, b=28), timeout=HANG_S)
     assert sample("adder_request_duration_seconds_count", method="Explain", model="adder-sparse", code="OK", protocol="grpc") \
         == requests + 1
     assert sample("adder_batch_size_count", model="adder-sparse/explain") == runs + 2  # ablations, necessary only
@@ -71,7 +72,7 @@ def test_a_bad_explain_graph_fails_the_sparse_model_at_load(tmp_path, explain, r
     repository = build_repository(tmp_path)
     write_model(repository, "adder-sparse", explain=explain)
     with running_server(repository) as running, connect(running.port) as client:
-        models = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=10).models}
+        models = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=HANG_S).models}
         assert not models["adder-sparse"].ready and reason in models["adder-sparse"].reason
         assert "explain.onnx" in models["adder-sparse"].reason
         assert models["adder-dense"].ready
@@ -81,8 +82,8 @@ def test_a_sparse_build_without_explain_graph_says_so(tmp_path):
     repository = build_repository(tmp_path)
     write_model(repository, "adder-sparse", explain="none")
     with running_server(repository) as running, connect(running.port) as client:
-        assert client.adder.Add(adder_pb2.AddRequest(a=1, b=2), timeout=10).sum == 3
+        assert client.adder.Add(adder_pb2.AddRequest(a=1, b=2), timeout=HANG_S).sum == 3
         with pytest.raises(grpc.RpcError) as caught:
-            client.adder.Explain(adder_pb2.ExplainRequest(a=1, b=2), timeout=10)
+            client.adder.Explain(adder_pb2.ExplainRequest(a=1, b=2), timeout=HANG_S)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "exported without explain.onnx" in caught.value.details()

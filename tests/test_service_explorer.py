@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.browser import MISSING, chromium
+from fixtures.fakes import HANG_S
 from fixtures.service_repository import fixture_active_edges
 from fixtures.service_servers import running_server
 
@@ -16,7 +17,7 @@ REAL = Path(os.environ.get("ADDER_MODEL_REPOSITORY", "model_repository"))
 
 
 def api(port: int, path: str) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=HANG_S) as response:
         return json.load(response)
 
 
@@ -28,7 +29,7 @@ def explore(port: int, sum_text: str) -> dict:
 
     with chromium() as driver:
         driver.get(f"http://127.0.0.1:{port}/")
-        wait = WebDriverWait(driver, 30)
+        wait = WebDriverWait(driver, HANG_S)
         wait.until(lambda d: d.find_element(By.ID, "answer").get_attribute("data-sum") == "36+28")  # the default
         field = driver.find_element(By.ID, "sum")
         field.clear()

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from contract import DENSE_MODEL, MANIFEST_FILE, MODEL_FILE, SPARSE_MODEL, model_dir
+from fixtures.fakes import HANG_S
 from fixtures.service_repository import build_repository
 from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
@@ -57,15 +58,15 @@ def test_a_bad_model_fails_with_a_one_line_reason_and_the_other_serves(tmp_path,
     repository = build_repository(tmp_path)
     break_it(repository)
     with running_server(repository) as server, connect(server.port) as client:
-        status = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=10).models}
+        status = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=HANG_S).models}
         sparse = status[SPARSE_MODEL]
         assert (sparse.ready, sparse.state) == (False, "FAILED")
         assert must in sparse.reason and also in sparse.reason and "\n" not in sparse.reason
         with pytest.raises(grpc.RpcError) as caught:
-            client.adder.Add(adder_pb2.AddRequest(a=1, b=2, model=SPARSE_MODEL), timeout=10)
+            client.adder.Add(adder_pb2.AddRequest(a=1, b=2, model=SPARSE_MODEL), timeout=HANG_S)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and must in caught.value.details()
         assert status[DENSE_MODEL].ready
-        assert client.adder.Add(adder_pb2.AddRequest(a=36, b=28, model=DENSE_MODEL), timeout=10).sum == 64
+        assert client.adder.Add(adder_pb2.AddRequest(a=36, b=28, model=DENSE_MODEL), timeout=HANG_S).sum == 64
         assert client.status(DENSE_MODEL) == "SERVING" and client.status("") == "NOT_SERVING"
 
 
@@ -75,9 +76,9 @@ def test_a_repository_with_one_model_serves_it_and_the_other_is_not_found(tmp_pa
         path.unlink()
     model_dir(repository, SPARSE_MODEL).rmdir()
     with running_server(repository) as server, connect(server.port) as client:
-        assert client.adder.Add(adder_pb2.AddRequest(a=2, b=3), timeout=10).model == DENSE_MODEL  # the only one
+        assert client.adder.Add(adder_pb2.AddRequest(a=2, b=3), timeout=HANG_S).model == DENSE_MODEL  # the only one
         with pytest.raises(grpc.RpcError) as caught:
-            client.adder.Add(adder_pb2.AddRequest(a=1, b=2, model=SPARSE_MODEL), timeout=10)
+            client.adder.Add(adder_pb2.AddRequest(a=1, b=2, model=SPARSE_MODEL), timeout=HANG_S)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         assert client.status("") == "SERVING"
 

@@ -7,6 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from fixtures.fakes import HANG_S
 from fixtures.service_repository import build_repository
 from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
@@ -21,25 +22,25 @@ def statuses(client) -> dict[str, str]:
 
 def add_error(client, model="") -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
-        client.adder.Add(adder_pb2.AddRequest(a=1, b=2, model=model), timeout=10)
+        client.adder.Add(adder_pb2.AddRequest(a=1, b=2, model=model), timeout=HANG_S)
     return caught.value
 
 
 def test_not_ready_then_serving_then_draining(fixture_repository):
     with running_server(fixture_repository, load=False) as server, connect(server.port) as client:
-        watch = client.health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        watch = client.health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=HANG_S)
         seen = [health_pb2.HealthCheckResponse.ServingStatus.Name(next(watch).status)]
 
         assert statuses(client) == {**{n: "NOT_SERVING" for n in NAMES}, "liveness": "SERVING"}
         error = add_error(client)
         assert error.code() == grpc.StatusCode.UNAVAILABLE and "not ready (LOADING)" in error.details()
-        assert not client.inference.ServerReady(kserve.ServerReadyRequest(), timeout=5).ready
+        assert not client.inference.ServerReady(kserve.ServerReadyRequest(), timeout=HANG_S).ready
 
         server.load_models()
         seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(next(watch).status))
         assert statuses(client) == {**{n: "SERVING" for n in NAMES}, "liveness": "SERVING"}
-        assert client.inference.ServerReady(kserve.ServerReadyRequest(), timeout=5).ready
-        assert client.adder.Add(adder_pb2.AddRequest(a=1, b=2), timeout=10).sum == 3
+        assert client.inference.ServerReady(kserve.ServerReadyRequest(), timeout=HANG_S).ready
+        assert client.adder.Add(adder_pb2.AddRequest(a=1, b=2), timeout=HANG_S).sum == 3
 
         server.drain()
         seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(next(watch).status))
@@ -47,9 +48,9 @@ def test_not_ready_then_serving_then_draining(fixture_repository):
         assert statuses(client) == {**{n: "NOT_SERVING" for n in NAMES}, "liveness": "SERVING"}
         error = add_error(client)
         assert error.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in error.details()
-        assert client.inference.ServerLive(kserve.ServerLiveRequest(), timeout=5).live
-        assert not client.inference.ServerReady(kserve.ServerReadyRequest(), timeout=5).ready
-        assert not client.inference.ModelReady(kserve.ModelReadyRequest(name="adder-dense"), timeout=5).ready
+        assert client.inference.ServerLive(kserve.ServerLiveRequest(), timeout=HANG_S).live
+        assert not client.inference.ServerReady(kserve.ServerReadyRequest(), timeout=HANG_S).ready
+        assert not client.inference.ModelReady(kserve.ModelReadyRequest(name="adder-dense"), timeout=HANG_S).ready
     assert seen == ["NOT_SERVING", "SERVING", "NOT_SERVING"]
 
 
@@ -58,7 +59,7 @@ def test_wrong_and_tampered_models_stay_not_serving(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     with running_server(repository) as server, connect(server.port) as client:
         assert statuses(client) == {**{n: "NOT_SERVING" for n in NAMES}, "liveness": "SERVING"}
-        models = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=10).models}
+        models = {m.name: m for m in client.adder.ListModels(adder_pb2.ListModelsRequest(), timeout=HANG_S).models}
         sparse, dense = models["adder-sparse"], models["adder-dense"]
         assert (sparse.ready, sparse.state, sparse.self_test_correct) == (False, "FAILED", 9_900)
         assert sparse.reason == "self-test failed: 9900/10000 right, first wrong: 99+0 -> 00100 (sum 100)"
@@ -77,7 +78,7 @@ def test_one_bad_model_leaves_the_other_serving(tmp_path):
     with running_server(repository) as server, connect(server.port) as client:
         assert client.status("adder-dense") == "SERVING" and client.status("adder-sparse") == "NOT_SERVING"
         assert client.status("") == "NOT_SERVING"  # overall readiness needs every model right
-        assert client.adder.Add(adder_pb2.AddRequest(a=7, b=8, model="adder-dense"), timeout=10).sum == 15
+        assert client.adder.Add(adder_pb2.AddRequest(a=7, b=8, model="adder-dense"), timeout=HANG_S).sum == 15
 
 
 def test_reflection_lists_the_services(fixture_repository):

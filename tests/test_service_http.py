@@ -5,13 +5,13 @@ import http.client
 import json
 import ssl
 import threading
-import time
 import urllib.parse
 
 import grpc
 import pytest
 
 from fixtures.certificates import CertificateAuthority
+from fixtures.fakes import HANG_S, eventually
 from fixtures.service_repository import SPARSE_EDGES, fixture_active_edges
 from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
@@ -22,8 +22,8 @@ class Http:
     """A tiny client: one keep-alive connection, answers as (status, JSON or bytes, headers)."""
 
     def __init__(self, port: int, context: ssl.SSLContext | None = None):
-        self.connection = (http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30) if context
-                           else http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+        self.connection = (http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=HANG_S) if context
+                           else http.client.HTTPConnection("127.0.0.1", port, timeout=HANG_S))
 
     def __call__(self, path: str, body=None, headers=None, method=None):
         if isinstance(body, (dict, list)):
@@ -44,7 +44,7 @@ def served(fixture_repository):
 
 def grpc_error(call, request) -> str:
     with pytest.raises(grpc.RpcError) as error:
-        call(request, timeout=10)
+        call(request, timeout=HANG_S)
     return error.value.details()
 
 
@@ -53,7 +53,7 @@ def test_add_answers_as_grpc_does(served):
     for a, b, model in ((36, 28, ""), (43, 59, "adder-sparse"), (99, 99, "adder-dense"), (0, 0, "")):
         query = urllib.parse.urlencode({"a": a, "b": b, "trace": 1} | ({"model": model} if model else {}))
         status, body, _ = get(f"/v1/add?{query}")
-        expected = stubs.adder.Add(adder_pb2.AddRequest(a=a, b=b, model=model, trace=True), timeout=10)
+        expected = stubs.adder.Add(adder_pb2.AddRequest(a=a, b=b, model=model, trace=True), timeout=HANG_S)
         assert status == 200 and body == to_json(expected)
         assert body["answer"] == f"{a + b:05d}"
     status, body, _ = get("/v1/add?a=43&b=59&trace=1")
@@ -73,7 +73,7 @@ def test_circuit_and_models_are_grpcs(served):
     _, get, stubs = served
     status, body, _ = get("/v1/circuit?model=adder-sparse")
     assert status == 200
-    assert body == to_json(stubs.adder.GetCircuit(adder_pb2.GetCircuitRequest(model="adder-sparse"), timeout=10))
+    assert body == to_json(stubs.adder.GetCircuit(adder_pb2.GetCircuitRequest(model="adder-sparse"), timeout=HANG_S))
     assert len(body["edges"]) == len(SPARSE_EDGES) and body["domain_size"] == 10_000  # numbers, not strings
     assert body["dead_heads"] == [{"layer": 1, "head": 1}] and body["training"]["config"]["fixture"] is True
     status, body, _ = get("/v1/models")
@@ -181,6 +181,27 @@ def test_deadline_gives_504_and_is_counted(fixture_repository):
         assert counted == 1
 
 
+def test_a_timeout_that_passes_in_a_filling_batch_leaves_it_unrun(fixture_repository):
+    """A follower's timeout_ms passes while its leader's batch fills: 504, counted as DEADLINE_EXCEEDED,
+    and when the batch runs its rows are not in it."""
+    with running_server(fixture_repository, http_port=0, max_queue_delay_us=30_000_000,
+                        queue_delay_policy="always") as server:
+        answers = []
+        leader = threading.Thread(target=lambda: answers.append(Http(server.http_port)("/v1/add?a=1&b=2")))
+        leader.start()
+        batcher = server.models.models["adder-sparse"].batcher
+        assert eventually(lambda: batcher.state().filling)
+        status, body, _ = Http(server.http_port)("/v1/add?a=5&b=5&timeout_ms=200")
+        assert (status, body["code"]) == (504, "DEADLINE_EXCEEDED")
+        batcher.drain()
+        leader.join(HANG_S)
+        assert [(status, body["sum"]) for status, body, _ in answers] == [(200, 3)]
+        registry = server.metrics.registry
+        assert registry.get_sample_value("adder_batch_size_sum", {"model": "adder-sparse"}) == 1  # the leader's row
+        assert registry.get_sample_value("adder_request_duration_seconds_count", {
+            "method": "Add", "model": "adder-sparse", "code": "DEADLINE_EXCEEDED", "protocol": "http"}) == 1
+
+
 def test_limits_body_size_and_requests_in_progress(fixture_repository):
     with running_server(fixture_repository, http_port=0, max_message_bytes=1024, max_concurrent_rpcs=1,
                         max_queue_delay_us=30_000_000, queue_delay_policy="always") as server:
@@ -189,15 +210,16 @@ def test_limits_body_size_and_requests_in_progress(fixture_repository):
         assert (status, body["code"]) == (429, "RESOURCE_EXHAUSTED")
         assert body["error"].startswith("the request body is") and "the limit is 1,024" in body["error"]
         # One request held in the batcher fills the server; the next is refused at once.
-        held = threading.Thread(target=lambda: Http(server.http_port)("/v1/add?a=1&b=2&timeout_ms=3000"))
+        answers = []
+        held = threading.Thread(target=lambda: answers.append(Http(server.http_port)("/v1/add?a=1&b=2")))
         held.start()
-        for _ in range(200):
-            if server.metrics.registry.get_sample_value("adder_inflight_requests") == 1:
-                break
-            time.sleep(0.01)
+        batcher = server.models.models["adder-sparse"].batcher
+        assert eventually(lambda: batcher.state().filling)  # it leads a batch that waits 30 s to fill
         status, body, _ = get("/v1/add?a=1&b=2")
-        held.join()
         assert (status, body["code"]) == (429, "RESOURCE_EXHAUSTED") and "the limit is 1" in body["error"]
+        batcher.drain()  # the held request runs now
+        held.join(HANG_S)
+        assert [(status, body["sum"]) for status, body, _ in answers] == [(200, 3)]
 
 
 def test_metrics_count_http_apart_from_grpc(served):
@@ -211,7 +233,7 @@ def test_metrics_count_http_apart_from_grpc(served):
     before = (count("http"), count("grpc"), count("http", "INVALID_ARGUMENT"))
     get("/v1/add?a=1&b=2&model=adder-dense")
     get("/v1/add?a=1&b=200&model=adder-dense")
-    stubs.adder.Add(adder_pb2.AddRequest(a=1, b=2, model="adder-dense"), timeout=10)
+    stubs.adder.Add(adder_pb2.AddRequest(a=1, b=2, model="adder-dense"), timeout=HANG_S)
     after = (count("http"), count("grpc"), count("http", "INVALID_ARGUMENT"))
     assert [y - x for x, y in zip(before, after)] == [1, 1, 1]
 
@@ -237,20 +259,15 @@ def test_a_client_that_hangs_up_leaves_the_queue(fixture_repository):
     with running_server(fixture_repository, http_port=0, max_queue_delay_us=30_000_000,
                         queue_delay_policy="always") as server:
         registry = server.metrics.registry
-        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=30)
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=HANG_S)
         connection.request("GET", "/v1/add?a=1&b=2")
-        for _ in range(500):
-            if registry.get_sample_value("adder_inflight_requests") == 1:
-                break
-            time.sleep(0.01)
+        batcher = server.models.models["adder-sparse"].batcher
+        assert eventually(lambda: batcher.state().filling)  # it leads a batch that waits 30 s to fill
         connection.close()
         sample = ("adder_request_duration_seconds_count",
                   {"method": "Add", "model": "adder-sparse", "code": "CANCELLED", "protocol": "http"})
-        for _ in range(500):
-            if registry.get_sample_value(*sample):
-                break
-            time.sleep(0.01)
-        assert registry.get_sample_value(*sample) == 1  # long before the 30 s delay
+        assert eventually(lambda: registry.get_sample_value(*sample) == 1)
+        assert batcher.state().batch == 0  # it left the batch: nothing waits for the 30 s delay
         assert registry.get_sample_value("adder_inflight_requests") == 0
         assert not registry.get_sample_value("adder_inference_duration_seconds_count", {"model": "adder-sparse"})
 
@@ -259,7 +276,7 @@ def test_explain_answers_as_grpc_does(served):
     server, get, stubs = served
     for a, b in ((36, 28), (43, 59), (0, 0)):
         status, body, _ = get(f"/v1/explain?a={a}&b={b}")
-        expected = stubs.adder.Explain(adder_pb2.ExplainRequest(a=a, b=b), timeout=10)
+        expected = stubs.adder.Explain(adder_pb2.ExplainRequest(a=a, b=b), timeout=HANG_S)
         assert status == 200 and body == to_json(expected)
         assert body["answer"] == f"{a + b:05d}"
     # the dense build has no gates to close: the same refusal as gRPC, as a client error

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from contract.domain import has_carry
+from fixtures.fakes import HANG_S
 from fixtures.service_repository import SPARSE_EDGES
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 
@@ -40,7 +41,7 @@ def decode(response: pb.ModelInferResponse) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("raw, datatype", [(True, "INT64"), (False, "INT64"), (False, "INT32"), (True, "INT32")])
 def test_model_infer_raw_and_typed_contents_answer_raw(stubs, raw, datatype):
-    response = stubs.inference.ModelInfer(infer_request(raw=raw, datatype=datatype), timeout=10)
+    response = stubs.inference.ModelInfer(infer_request(raw=raw, datatype=datatype), timeout=HANG_S)
     assert (response.model_name, response.model_version, response.id) == ("adder-sparse", "1", "req-1")
     out = decode(response)
     assert out["sum"].tolist() == (A + B).tolist()
@@ -50,24 +51,24 @@ def test_model_infer_raw_and_typed_contents_answer_raw(stubs, raw, datatype):
 
 
 def test_model_infer_requested_outputs_only(stubs):
-    response = stubs.inference.ModelInfer(infer_request(model="adder-dense", outputs=["sum"]), timeout=10)
+    response = stubs.inference.ModelInfer(infer_request(model="adder-dense", outputs=["sum"]), timeout=HANG_S)
     assert [o.name for o in response.outputs] == ["sum"] and decode(response)["sum"].tolist() == (A + B).tolist()
 
 
 def test_metadata_and_config(stubs):
-    meta = stubs.inference.ModelMetadata(pb.ModelMetadataRequest(name="adder-sparse"), timeout=10)
+    meta = stubs.inference.ModelMetadata(pb.ModelMetadataRequest(name="adder-sparse"), timeout=HANG_S)
     assert [(t.name, t.datatype, list(t.shape)) for t in meta.inputs] == [("a", "INT64", [-1]), ("b", "INT64", [-1])]
     assert [t.name for t in meta.outputs] == ["sum", "digits", "edges"] and list(meta.versions) == ["1"]
-    server_meta = stubs.inference.ServerMetadata(pb.ServerMetadataRequest(), timeout=10)
+    server_meta = stubs.inference.ServerMetadata(pb.ServerMetadataRequest(), timeout=HANG_S)
     assert server_meta.name == "sparse-adder" and "statistics" not in server_meta.extensions
-    config = stubs.inference.ModelConfig(pb.ModelConfigRequest(name="adder-dense"), timeout=10).config
+    config = stubs.inference.ModelConfig(pb.ModelConfigRequest(name="adder-dense"), timeout=HANG_S).config
     assert config.platform == "onnxruntime_onnx" and [i.name for i in config.input] == ["a", "b"]
-    assert stubs.inference.ModelReady(pb.ModelReadyRequest(name="adder-dense"), timeout=10).ready
+    assert stubs.inference.ModelReady(pb.ModelReadyRequest(name="adder-dense"), timeout=HANG_S).ready
 
 
 def _error(stubs, request) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
-        stubs.inference.ModelInfer(request, timeout=10)
+        stubs.inference.ModelInfer(request, timeout=HANG_S)
     return caught.value
 
 

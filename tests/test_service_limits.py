@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from fixtures.fakes import eventually
+from fixtures.fakes import HANG_S, eventually
 from fixtures.service_servers import connect, running_server
 from service.config import Config, parse_args
 from service.generated.adder.v1 import adder_pb2
@@ -19,12 +19,12 @@ EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 def error_of(method, request) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
-        method(request, timeout=10)
+        method(request, timeout=HANG_S)
     return caught.value
 
 
 def still_answers(client):
-    assert client.adder.Add(adder_pb2.AddRequest(a=36, b=28), timeout=10).sum == 64
+    assert client.adder.Add(adder_pb2.AddRequest(a=36, b=28), timeout=HANG_S).sum == 64
 
 
 def test_limits_are_configured_by_environment_and_flags():
@@ -60,7 +60,7 @@ def test_the_default_message_limit_carries_the_largest_allowed_batch(fixture_rep
         for name in ("a", "b"):
             request.inputs.add(name=name, datatype="INT64", shape=[len(a)])
             request.raw_input_contents.append(a.tobytes())
-        response = client.inference.ModelInfer(request, timeout=30)
+        response = client.inference.ModelInfer(request, timeout=HANG_S)
         assert np.array_equal(np.frombuffer(response.raw_output_contents[0], "<i8"), 2 * a)
 
 
@@ -73,7 +73,7 @@ def test_rows_per_request_limit(fixture_repository):
             request.inputs.add(name=name, datatype="INT32", shape=[11]).contents.int_contents.extend([1] * 11)
         error = error_of(client.inference.ModelInfer, request)
         assert (error.code(), error.details()) == (EXHAUSTED, "11 problems in one request, the limit is 10")
-        assert len(client.adder.AddBatch(adder_pb2.AddBatchRequest(a=[1] * 10, b=[1] * 10), timeout=10).sums) == 10
+        assert len(client.adder.AddBatch(adder_pb2.AddBatchRequest(a=[1] * 10, b=[1] * 10), timeout=HANG_S).sums) == 10
 
 
 def test_concurrent_rpc_limit(fixture_repository):
@@ -89,7 +89,7 @@ def test_concurrent_rpc_limit(fixture_repository):
 
             def answers() -> bool:
                 try:
-                    return client.adder.Add(adder_pb2.AddRequest(a=2, b=3), timeout=10).sum == 5
+                    return client.adder.Add(adder_pb2.AddRequest(a=2, b=3), timeout=HANG_S).sum == 5
                 except grpc.RpcError as refused:
                     assert refused.code() == EXHAUSTED
                     return False

@@ -1,10 +1,10 @@
 """Prometheus metrics: fetched over HTTP and parsed, moving with requests; scraped by a real Prometheus."""
 
 import json
+import math
 import shutil
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 
@@ -12,12 +12,13 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fixtures.fakes import HANG_S, eventually
 from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=HANG_S) as response:
         text = response.read().decode()
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
@@ -37,10 +38,10 @@ def test_metrics_move_as_requests_are_made(metered):
     server, client = metered
     before = scrape(server.metrics_port)
     for a in range(3):
-        client.adder.Add(adder_pb2.AddRequest(a=a, b=1), timeout=10)
-    client.adder.AddBatch(adder_pb2.AddBatchRequest(a=[1, 2], b=[3, 4], model="adder-dense"), timeout=10)
+        client.adder.Add(adder_pb2.AddRequest(a=a, b=1), timeout=HANG_S)
+    client.adder.AddBatch(adder_pb2.AddBatchRequest(a=[1, 2], b=[3, 4], model="adder-dense"), timeout=HANG_S)
     with pytest.raises(grpc.RpcError):
-        client.adder.Add(adder_pb2.AddRequest(a=1000, b=1), timeout=10)
+        client.adder.Add(adder_pb2.AddRequest(a=1000, b=1), timeout=HANG_S)
     after = scrape(server.metrics_port)
 
     def moved(name, **labels):
@@ -82,7 +83,7 @@ def _free_port() -> int:
 
 def _query(port: int, promql: str) -> list:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=HANG_S) as response:
         body = json.load(response)
     assert body["status"] == "success", body
     return body["data"]["result"]
@@ -94,7 +95,7 @@ def test_real_prometheus_scrapes_the_latency_histogram_of_both_models(metered, t
     server, client = metered
     for model in ("adder-sparse", "adder-dense"):
         for a in range(5):
-            client.adder.Add(adder_pb2.AddRequest(a=a, b=a, model=model), timeout=10)
+            client.adder.Add(adder_pb2.AddRequest(a=a, b=a, model=model), timeout=HANG_S)
     port = _free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -108,20 +109,20 @@ def test_real_prometheus_scrapes_the_latency_histogram_of_both_models(metered, t
     promql = 'histogram_quantile(0.5, sum by (model, le) (adder_request_duration_seconds_bucket{method="Add"}))'
     try:
         result = []
-        for _ in range(120):  # Prometheus starts, then scrapes every second
-            time.sleep(0.5)
+
+        def scraped() -> bool:  # Prometheus starts, then scrapes every second
             assert process.poll() is None, process.stderr.read().decode()
             try:
-                result = _query(port, promql)
+                result[:] = _query(port, promql)
             except OSError:
-                continue  # not listening yet
-            if {r["metric"].get("model") for r in result} >= {"adder-sparse", "adder-dense"}:
-                break
+                return False  # not listening yet
+            return {r["metric"].get("model") for r in result} >= {"adder-sparse", "adder-dense"}
+
+        assert eventually(scraped, every=0.5)
         medians = {r["metric"]["model"]: float(r["value"][1]) for r in result}
-        assert set(medians) >= {"adder-sparse", "adder-dense"}
-        assert all(0 < m < 10 for m in medians.values())
+        assert all(0 < m < math.inf for m in medians.values())  # a quantile of real buckets, not NaN
         buckets = _query(port, 'adder_request_duration_seconds_bucket{method="Add",code="OK",le="+Inf"}')
         assert {b["metric"]["model"] for b in buckets} >= {"adder-sparse", "adder-dense"}
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=HANG_S)

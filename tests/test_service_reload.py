@@ -15,6 +15,7 @@ import pytest
 
 from service.process import ServerProcess
 from contract import DENSE_MODEL, SPARSE_MODEL
+from fixtures.fakes import HANG_S, eventually
 from fixtures.service_repository import build_repository, write_model
 from fixtures.service_servers import connect, running_server
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
@@ -22,16 +23,16 @@ from service.generated.inference import grpc_predict_v2_pb2 as pb
 
 
 def load(client, model: str = SPARSE_MODEL):
-    return client.inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=model), timeout=30)
+    return client.inference.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=model), timeout=HANG_S)
 
 
 def index(client, ready: bool = False) -> dict[tuple[str, str], tuple[str, str]]:
-    response = client.inference.RepositoryIndex(pb.RepositoryIndexRequest(ready=ready), timeout=10)
+    response = client.inference.RepositoryIndex(pb.RepositoryIndexRequest(ready=ready), timeout=HANG_S)
     return {(m.name, m.version): (m.state, m.reason) for m in response.models}
 
 
 def served_version(client, model: str = SPARSE_MODEL) -> str:
-    response = client.adder.Add(adder_pb2.AddRequest(a=36, b=28, model=model), timeout=10)
+    response = client.adder.Add(adder_pb2.AddRequest(a=36, b=28, model=model), timeout=HANG_S)
     assert (response.sum, response.answer) == (64, "00064")
     return response.model_version
 
@@ -75,12 +76,12 @@ def test_a_good_new_version_replaces_the_old_one_without_failing_requests(tmp_pa
 
         def slow_run(a, b):  # the old version's next batch is still running when the new one swaps in
             held.set()
-            release.wait(30)
+            release.wait(HANG_S)
             return run(a, b)
 
         old.batcher._run = slow_run
-        in_flight = client.adder.Add.future(adder_pb2.AddRequest(a=99, b=99, model=SPARSE_MODEL), timeout=60)
-        assert held.wait(30)
+        in_flight = client.adder.Add.future(adder_pb2.AddRequest(a=99, b=99, model=SPARSE_MODEL), timeout=HANG_S)
+        assert held.wait(HANG_S)
         old.batcher._run = run
         stop, versions, failures = threading.Event(), [], []
 
@@ -89,7 +90,7 @@ def test_a_good_new_version_replaces_the_old_one_without_failing_requests(tmp_pa
             while not stop.is_set():
                 a = (a * 7 + 3) % 100
                 try:
-                    response = client.adder.Add(adder_pb2.AddRequest(a=a, b=99 - a, model=SPARSE_MODEL), timeout=30)
+                    response = client.adder.Add(adder_pb2.AddRequest(a=a, b=99 - a, model=SPARSE_MODEL), timeout=HANG_S)
                     if response.sum != 99:
                         failures.append(f"{a}+{99 - a} -> {response.sum}")
                     versions.append(response.model_version)
@@ -105,11 +106,10 @@ def test_a_good_new_version_replaces_the_old_one_without_failing_requests(tmp_pa
         release.set()
         response = in_flight.result()
         assert (response.sum, response.model_version) == (198, "1")  # finished on the version it started on
-        while len(versions) < after_swap + 20 and not failures:
-            threading.Event().wait(0.01)
+        assert eventually(lambda: len(versions) >= after_swap + 20 or failures)
         stop.set()
         for thread in clients:
-            thread.join(30)
+            thread.join(HANG_S)
         assert failures == []
         assert versions[-1] == "2" and served_version(client) == "2"
         assert index(client)[(SPARSE_MODEL, "2")] == ("READY", "")
@@ -126,7 +126,7 @@ def load_result(server, result: str) -> float | None:
 def test_unload_then_load_again(tmp_path):
     repository = build_repository(tmp_path)
     with running_server(repository, model_control_mode="explicit") as server, connect(server.port) as client:
-        client.inference.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=DENSE_MODEL), timeout=10)
+        client.inference.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name=DENSE_MODEL), timeout=HANG_S)
         with pytest.raises(grpc.RpcError) as caught:
             served_version(client, DENSE_MODEL)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "UNLOADED" in caught.value.details()
@@ -153,7 +153,7 @@ def test_repository_rpcs_need_model_control_explicit_and_a_known_model(tmp_path)
         for call, request in ((client.inference.RepositoryModelLoad, pb.RepositoryModelLoadRequest),
                               (client.inference.RepositoryModelUnload, pb.RepositoryModelUnloadRequest)):
             with pytest.raises(grpc.RpcError) as caught:
-                call(request(model_name=SPARSE_MODEL), timeout=10)
+                call(request(model_name=SPARSE_MODEL), timeout=HANG_S)
             assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert "ADDER_MODEL_CONTROL_MODE=explicit" in caught.value.details()
         assert served_version(client) == "1"
@@ -164,7 +164,7 @@ def test_repository_rpcs_need_model_control_explicit_and_a_known_model(tmp_path)
         request = pb.RepositoryModelLoadRequest(model_name=SPARSE_MODEL)
         request.parameters["config"].string_param = "{}"
         with pytest.raises(grpc.RpcError) as caught:
-            client.inference.RepositoryModelLoad(request, timeout=10)
+            client.inference.RepositoryModelLoad(request, timeout=HANG_S)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -175,7 +175,7 @@ def test_sighup_reloads_the_repository_and_keeps_a_good_version_over_a_bad_one(t
         stub = adder_pb2_grpc.AdderStub(channel)
 
         def version() -> str:
-            response = stub.Add(adder_pb2.AddRequest(a=50, b=50, model=SPARSE_MODEL), timeout=10)
+            response = stub.Add(adder_pb2.AddRequest(a=50, b=50, model=SPARSE_MODEL), timeout=HANG_S)
             assert response.answer == "00100"
             return response.model_version
 

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from fixtures.certificates import CertificateAuthority
+from fixtures.fakes import HANG_S
 from fixtures.service_servers import Stubs, connect, running_server
 from fixtures.service_servers import test_config as server_config
 from service import cli
@@ -40,12 +41,12 @@ def tls_connect(port: int, ca="", client=None):
 
 def refused(stub) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as caught:
-        stub.Add(adder_pb2.AddRequest(a=1, b=2), timeout=5)
+        stub.Add(adder_pb2.AddRequest(a=1, b=2), timeout=HANG_S)
     return caught.value.code()
 
 
 def cli_add(capsys, port, *tls_flags):
-    code = cli.main(["add", "36", "28", "--target", f"127.0.0.1:{port}", "--timeout", "5", *map(str, tls_flags)])
+    code = cli.main(["add", "36", "28", "--target", f"127.0.0.1:{port}", "--timeout", str(HANG_S), *map(str, tls_flags)])
     return code, capsys.readouterr().out
 
 
@@ -53,7 +54,7 @@ def test_tls_only(fixture_repository, pki, capsys):
     server_pair = pki["server"]
     with running_server(fixture_repository, tls_cert=str(server_pair.cert), tls_key=str(server_pair.key)) as server:
         with tls_connect(server.port, ca=pki["ca"]) as stub:
-            assert stub.Add(adder_pb2.AddRequest(a=36, b=28), timeout=10).sum == 64
+            assert stub.Add(adder_pb2.AddRequest(a=36, b=28), timeout=HANG_S).sum == 64
         with connect(server.port) as plaintext:
             assert refused(plaintext.adder) == grpc.StatusCode.UNAVAILABLE
         with tls_connect(server.port, ca=pki["rogue_ca"]) as untrusting:  # the server's CA is not trusted
@@ -66,7 +67,7 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(fixture_repository
     with running_server(fixture_repository, tls_cert=str(server_pair.cert), tls_key=str(server_pair.key),
                         tls_client_ca=str(pki["ca"])) as server:
         with tls_connect(server.port, ca=pki["ca"], client=client) as stub:
-            assert stub.Add(adder_pb2.AddRequest(a=36, b=28), timeout=10).sum == 64
+            assert stub.Add(adder_pb2.AddRequest(a=36, b=28), timeout=HANG_S).sum == 64
         with tls_connect(server.port, ca=pki["ca"]) as anonymous:
             assert refused(anonymous) == grpc.StatusCode.UNAVAILABLE
         with tls_connect(server.port, ca=pki["ca"], client=pki["rogue_client"]) as rogue:
@@ -106,10 +107,10 @@ def _can_bind(host: str) -> bool:
 @pytest.mark.skipif(not _can_bind("127.0.0.2"), reason="127.0.0.2 is not a loopback address here")
 def test_metrics_listen_on_their_own_address(fixture_repository):
     with running_server(fixture_repository, load=False, metrics_host="127.0.0.2") as server:
-        with urllib.request.urlopen(f"http://127.0.0.2:{server.metrics_port}/metrics", timeout=10) as response:
+        with urllib.request.urlopen(f"http://127.0.0.2:{server.metrics_port}/metrics", timeout=HANG_S) as response:
             assert b"adder_inflight_requests" in response.read()
         with pytest.raises(OSError):  # not on the gRPC address
-            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10)
+            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=HANG_S)
 
 
 # Distinctive values a client sends; none may reach the log.
@@ -122,7 +123,7 @@ def _send_distinctive_requests(stubs: Stubs):
 
     def call(method, request):
         try:
-            method(request, timeout=10, metadata=metadata)
+            method(request, timeout=HANG_S, metadata=metadata)
         except grpc.RpcError as error:
             assert error.code() != grpc.StatusCode.INTERNAL
 
@@ -148,7 +149,7 @@ def test_no_request_data_or_secrets_in_the_log(fixture_repository, pki, caplog):
     server_pair = pki["server"]
     with running_server(fixture_repository) as server, connect(server.port) as stubs:
         _send_distinctive_requests(stubs)
-        stubs.adder.Add(adder_pb2.AddRequest(a=36, b=28), timeout=10)
+        stubs.adder.Add(adder_pb2.AddRequest(a=36, b=28), timeout=HANG_S)
     with running_server(fixture_repository, load=False, tls_cert=str(server_pair.cert), tls_key=str(server_pair.key)):
         pass
     formatter = JsonFormatter()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import grpc
 
+from fixtures.fakes import HANG_S, eventually
+from fixtures.service_servers import stop_bound
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +27,7 @@ def read_lines(stream, lines: queue.Queue) -> None:
 
 def wait_for(lines: queue.Queue, message: str, seen: list) -> dict:
     while True:
-        line = lines.get(timeout=60)
+        line = lines.get(timeout=HANG_S)
         seen.append(line)
         record = json.loads(line)  # every line the server writes is JSON
         if record["message"] == message:
@@ -33,7 +35,7 @@ def wait_for(lines: queue.Queue, message: str, seen: list) -> dict:
 
 
 def inflight(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=HANG_S) as response:
         for line in response.read().decode().splitlines():
             if line.startswith("adder_inflight_requests "):
                 return float(line.split()[1])
@@ -61,15 +63,11 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository):
             rest = ThreadPoolExecutor(2).map(
                 lambda a: json.load(urllib.request.urlopen(
                     f"http://127.0.0.1:{listening['http_port']}/v1/add?a={a}&b=1", timeout=120))["sum"], (5, 6))
-            for _ in range(600):
-                if inflight(listening["metrics_port"]) == len(calls) + 2:
-                    break
-                threading.Event().wait(0.05)
-            assert inflight(listening["metrics_port"]) == len(calls) + 2
+            assert eventually(lambda: inflight(listening["metrics_port"]) == len(calls) + 2)
             process.send_signal(signal.SIGTERM)
             assert [call.result().sum for call in calls] == [0, 3, 6, 9]
             assert list(rest) == [6, 7]
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=stop_bound(30)) == 0
         wait_for(lines, "stopped", seen)
     finally:
         if process.poll() is None:
