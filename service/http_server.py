@@ -10,6 +10,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 
 import uvicorn
 
@@ -21,7 +22,8 @@ except ImportError:  # not on Windows: the standard loop works, slower
     uvloop = None
 
 log = logging.getLogger(__name__)
-_START_TIMEOUT_S = 30.0
+# A bound against a hang, not a speed expectation: uvicorn starts in milliseconds on a socket bound already.
+_START_TIMEOUT_S = 120.0
 # uvicorn's own INFO lines ("Uvicorn running on ...") duplicate the server's "listening" line.
 logging.getLogger("uvicorn").setLevel(logging.WARNING)
 
@@ -59,9 +61,13 @@ class HttpEndpoint:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._thread.start()
+        give_up = time.monotonic() + _START_TIMEOUT_S
         while not self._server.started:
             if not self._thread.is_alive():
                 raise OSError(f"the HTTP server did not start: {self._failure}")
+            if time.monotonic() > give_up:
+                self._server.should_exit = True
+                raise OSError(f"the HTTP server did not start within {_START_TIMEOUT_S:.0f} s")
             self._thread.join(0.01)
 
     def _run(self) -> None:

@@ -1,6 +1,7 @@
 """HTTP/REST beside gRPC: /v1 answers and errors are gRPC's, status codes are KServe's, and the limits,
 deadlines, drain, TLS, metrics and switch-off apply to HTTP as they do to gRPC."""
 
+import asyncio
 import http.client
 import json
 import ssl
@@ -14,6 +15,7 @@ from fixtures.certificates import CertificateAuthority
 from fixtures.fakes import HANG_S, eventually
 from fixtures.service_repository import SPARSE_EDGES, fixture_active_edges
 from fixtures.service_servers import connect, running_server
+from service import http_server
 from service.generated.adder.v1 import adder_pb2
 from service.json_messages import to_json
 
@@ -283,3 +285,19 @@ def test_explain_answers_as_grpc_does(served):
     status, body, _ = get("/v1/explain?a=1&b=2&model=adder-dense")
     message = grpc_error(stubs.adder.Explain, adder_pb2.ExplainRequest(a=1, b=2, model="adder-dense"))
     assert 400 <= status < 500 and body["error"] == message
+
+
+def test_an_http_server_that_never_starts_is_an_error_not_a_hang(fixture_repository, monkeypatch):
+    """uvicorn's serve() never reaching `started` (here: it only sleeps) ends start() with an OSError."""
+    from fixtures.service_servers import test_config  # imported here: pytest would collect it as a test
+
+    async def never_starts(self, sockets=None):
+        while not self.should_exit:
+            await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(http_server, "_START_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(http_server.uvicorn.Server, "serve", never_starts)
+    endpoint = http_server.HttpEndpoint(lambda *args: None, test_config(fixture_repository, http_port=0))
+    with pytest.raises(OSError, match="did not start within"):
+        endpoint.start()
+    endpoint.stop(0.1)
