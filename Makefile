@@ -54,7 +54,8 @@ $(TOOLS_STAMP): requirements-tools.txt
 
 # The model repository is committed with the code that made it. Nothing here trains: when export/,
 # contract/ or the default config changed since the committed build (a content hash recorded in it),
-# this stops with one line naming the fix (`make export`, then commit model_repository/).
+# this stops with one line naming the fix (`make export`, then commit model_repository/), before any
+# other set-up: the targets list `models` first.
 models: setup-service
 	@$(PY) -m export.fingerprint --repository $(REPO)
 
@@ -65,20 +66,20 @@ export: setup
 run: setup-service models
 	ADDER_MODEL_REPOSITORY=$(REPO) $(PY) -m service --host 127.0.0.1
 
-test: setup tools models
+test: models setup tools
 	ADDER_MODEL_REPOSITORY=$(REPO) $(PY) -m pytest -q
 
 # The whole suite N times in a row with two CPU-burning processes beside it: no verdict may depend on speed.
 STRESS_RUNS ?= 5
-test-stress: setup tools models
+test-stress: models setup tools
 	ADDER_MODEL_REPOSITORY=$(REPO) PY=$(PY) bash tests/stress.sh $(STRESS_RUNS)
 
 # Dense vs sparse: in-process ORT and end to end over gRPC (starts its own servers); see docs/bench.md.
-bench: setup models
+bench: models setup
 	$(PY) -m bench --repository $(REPO) --out bench_results
 
 # 64 clients for 60 s against a server process: no error, every answer a+b, RSS flat (README: Reliability).
-soak: setup models
+soak: models setup
 	$(PY) -m bench.soak --repository $(REPO)
 
 # Regenerate the committed gRPC stubs in service/generated/ (a test fails if they drift from protos/).
@@ -86,7 +87,7 @@ protos: setup
 	$(PY) protos/generate.py
 
 # Refresh docs/explorer.png: the explorer page at 43+59 in headless Chromium (README: REST and the explorer).
-screenshot: setup models
+screenshot: models setup
 	$(PY) tests/explorer_screenshot.py $(REPO) docs/explorer.png
 
 # The venvs and the export's base cache; model_repository/ itself is committed source.
@@ -96,5 +97,5 @@ clean:
 # Build the image with buildah (MODEL_SOURCE=prebuilt) on a locally made bookworm stand-in for its base,
 # run it as the Dockerfile's header says and check it from the host. Root: installs buildah/podman.
 .PHONY: image-test
-image-test: setup models
+image-test: models setup
 	PY=$(PY) bash docker/image-test.sh
