@@ -60,7 +60,9 @@ LABEL org.opencontainers.image.title="sparse-adder" \
       org.opencontainers.image.description="gRPC and HTTP/REST server for a 2-digit adder transformer and its sparse attention circuit" \
       org.opencontainers.image.version="0.1.0"
 # Configuration is ADDER_* variables only (k8s: the adder-config ConfigMap). In a container the
-# server must listen on all interfaces; /tmp is the only writable place (a tmpfs / emptyDir).
+# server must listen on all interfaces; /tmp is the only writable place (a tmpfs / emptyDir; the
+# workers' shared metrics files go there). ADDER_WORKERS=0: one server process per CPU the container
+# may use (its CPU quota, e.g. `--cpus 2` or a pod's limits.cpu, else its CPU set).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -69,7 +71,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     ADDER_HTTP_PORT=8000 \
     ADDER_GRPC_PORT=8001 \
     ADDER_METRICS_PORT=8002 \
-    ADDER_MODEL_REPOSITORY=/models
+    ADDER_MODEL_REPOSITORY=/models \
+    ADDER_WORKERS=0 \
+    ADDER_INTRA_OP_THREADS=1
 COPY --from=runtime-deps /opt/venv /opt/venv
 # Owned by root without write bits: the server's UID can read the repository, never change it.
 COPY --from=models /models /models

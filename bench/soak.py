@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.clients import ADD, Job, run_job
 from bench.endtoend import ClientPool
 from bench.report import machine
-from service.process import ServerError, ServerProcess
+from service.process import ServerError, ServerProcess, process_tree
 from bench.stats import ms, summary
 from contract import MODELS
 
@@ -27,11 +27,15 @@ MAX_RSS_GROWTH = 0.10  # after warm-up, resident memory may grow by less than th
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc/<pid>/status (VmRSS, in kB)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident set size of a server: the process and its workers, from /proc/<pid>/status (VmRSS, in kB)."""
+    total = 0
+    for process in process_tree(pid):
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    if not total:
+        raise RuntimeError(f"no VmRSS for pid {pid}")
+    return total
 
 
 @dataclass

@@ -71,6 +71,21 @@ def test_the_server_runs_as_uid_10001():
     assert set(uids) == {UID} and set(gids) == {UID}, (uids, gids)
 
 
+def test_one_worker_per_cpu_all_as_uid_10001_and_one_scrape_counts_them():
+    cpus = int(in_container("python", "-c", "import os; print(len(os.sched_getaffinity(0)))").stdout)
+    logs = podman("logs", CONTAINER)
+    listening = next(json.loads(line) for line in (logs.stderr + logs.stdout).splitlines()
+                     if '"message": "listening"' in line)
+    assert listening["workers"] == cpus and len(listening["pids"]) == cpus  # ADDER_WORKERS=0: one per CPU
+    for pid in listening["pids"]:
+        status = in_container("cat", f"/proc/{pid}/status").stdout
+        assert next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")) == [UID] * 4
+    with urllib.request.urlopen(METRICS, timeout=10) as response:
+        samples = {s.name: s.value for family in text_string_to_metric_families(response.read().decode())
+                   for s in family.samples}
+    assert samples["adder_workers"] == cpus
+
+
 def test_root_is_read_only_tmp_writable_models_not():
     root = in_container("touch", "/written-by-test")
     assert root.returncode != 0 and "Read-only file system" in root.stderr

@@ -25,7 +25,11 @@ class Config:
     intra_op_threads: int = 1  # ORT threads per session.run: 1 is fastest at small batches
     grace_seconds: float = 10.0  # SIGTERM: time allowed to finish in-flight requests
     max_request_batch: int = 10_000  # rows per AddBatch/ModelInfer call (the whole domain)
-    worker_threads: int = 32  # gRPC handler threads: callers block here while their batch runs
+    worker_threads: int = 32  # gRPC handler threads per process: callers block here while their batch runs
+    # Server processes sharing the gRPC and HTTP ports (SO_REUSEPORT), each with its own models and
+    # batcher: Python runs one thread at a time, so one process uses about one core. 0: one per CPU the
+    # process may use (the cgroup quota, i.e. a pod's CPU limit, else its CPU affinity).
+    workers: int = 0
     log_level: str = "INFO"
     # Hardening (README "Reliability"): limits, TLS, where metrics listen.
     max_message_bytes: int = 4 * 1024 * 1024  # largest gRPC message received or sent (gRPC's receive default)
@@ -52,7 +56,8 @@ _OPTIONS = {
     "intra_op_threads": ("ADDER_INTRA_OP_THREADS", int, "onnxruntime intra-op threads per session"),
     "grace_seconds": ("ADDER_GRACE_SECONDS", float, "seconds to finish in-flight requests on SIGTERM"),
     "max_request_batch": ("ADDER_MAX_REQUEST_BATCH", int, "max rows in one AddBatch or ModelInfer request"),
-    "worker_threads": ("ADDER_WORKER_THREADS", int, "gRPC handler threads"),
+    "worker_threads": ("ADDER_WORKER_THREADS", int, "gRPC handler threads per process"),
+    "workers": ("ADDER_WORKERS", int, "server processes sharing the ports (0: one per CPU available)"),
     "log_level": ("ADDER_LOG_LEVEL", str, "DEBUG, INFO, WARNING or ERROR"),
     "max_message_bytes": ("ADDER_MAX_MESSAGE_BYTES", int, "largest gRPC message received or sent, in bytes"),
     "max_concurrent_rpcs": ("ADDER_MAX_CONCURRENT_RPCS", int,
@@ -97,7 +102,7 @@ def _checked(config: Config) -> Config:
         for name, low in (("max_batch_size", 1), ("max_queue_delay_us", 0), ("intra_op_threads", 1),
                           ("grace_seconds", 0), ("max_request_batch", 1), ("worker_threads", 1),
                           ("grpc_port", 0), ("metrics_port", -1), ("http_port", -1), ("max_message_bytes", 1024),
-                          ("max_concurrent_rpcs", 0))
+                          ("max_concurrent_rpcs", 0), ("workers", 0))
         if getattr(config, name) < low
     ]
     if config.queue_delay_policy not in QUEUE_DELAY_POLICIES:

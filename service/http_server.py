@@ -31,8 +31,9 @@ logging.getLogger("uvicorn").setLevel(logging.WARNING)
 class HttpEndpoint:
     """Bound at construction (a busy port is an OSError then, as for gRPC); start() serves, stop() drains."""
 
-    def __init__(self, app, config: Config):
-        self._socket = _bind(config.host, config.http_port)
+    def __init__(self, app, config: Config, shared_port: bool = False):
+        """`shared_port`: other worker processes listen on the same port (SO_REUSEPORT)."""
+        self._socket = _bind(config.host, config.http_port, shared_port)
         self.port = self._socket.getsockname()[1]
         tls = {}  # the same files as gRPC's (service/tls.py has checked them already)
         if config.tls_cert:
@@ -91,10 +92,12 @@ class HttpEndpoint:
         self._thread.join(grace + 5.0)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, shared: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:  # the kernel spreads new connections over the workers' sockets
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as error:

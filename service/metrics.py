@@ -1,10 +1,15 @@
-"""Prometheus metrics, created against an injected registry, and the HTTP endpoint that serves them."""
+"""Prometheus metrics, created against an injected registry, and the HTTP endpoint that serves them.
+
+With several worker processes (service/supervisor.py) every value lives in prometheus_client's
+multiprocess files and the supervisor's scrape adds them up: counters and histograms sum over the
+workers; each gauge says how (`multiprocess_mode`, ignored in a single process).
+"""
 
 import threading
 from wsgiref.simple_server import WSGIServer
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from contract.circuit import Circuit
 from contract.manifest import Manifest
@@ -33,27 +38,31 @@ class Metrics:
         self.batch_size = Histogram(
             "adder_batch_size", "Rows (problems) per session.run.", ["model"], buckets=BATCH_BUCKETS,
             registry=registry)
-        self.inflight = Gauge("adder_inflight_requests", "Requests being handled right now, gRPC and HTTP.", registry=registry)
+        self.inflight = Gauge("adder_inflight_requests", "Requests being handled right now, gRPC and HTTP.",
+                              registry=registry, multiprocess_mode="livesum")
         self.answers = Counter(
             "adder_answers_total", "Answers served, checked against a+b as they leave.", ["model", "correct"],
             registry=registry)
         self.model_ready = Gauge(
-            "adder_model_ready", "1 when the model passed its integrity check and self-test.", ["model"],
-            registry=registry)
+            "adder_model_ready", "1 when the model passed its integrity check and self-test (in every worker).",
+            ["model"], registry=registry, multiprocess_mode="livemin")
         self.attention_edges = Gauge(
             "adder_attention_edges", "Distinct attention edges the model uses over the whole domain.", ["model"],
-            registry=registry)
+            registry=registry, multiprocess_mode="livemostrecent")
         self.edges_per_problem = Gauge(
             "adder_attention_edges_per_problem", "Mean attention edges active for one problem.", ["model"],
-            registry=registry)
+            registry=registry, multiprocess_mode="livemostrecent")
         self.edge_density = Gauge(
             "adder_attention_edge_density", "Mean active edges per problem / possible edges per problem.",
-            ["model"], registry=registry)
+            ["model"], registry=registry, multiprocess_mode="livemostrecent")
         self.parameters = Gauge(
             "adder_parameters", "Model parameters, total and kept after sparsification.", ["model", "kind"],
-            registry=registry)
-        self.model_info = Info(
-            "adder_model", "Version and sha256 of each model served.", ["model"], registry=registry)
+            registry=registry, multiprocess_mode="livemostrecent")
+        # A gauge, not an Info (Info values do not reach a multiprocess scrape): 1 on the version served.
+        self.model_info = Gauge(
+            "adder_model_info", "Version and sha256 of each model served (1; 0: replaced by a reload).",
+            ["model", "version", "sha256"], registry=registry, multiprocess_mode="livemostrecent")
+        self._described: dict[str, tuple[str, str]] = {}  # model -> its (version, sha256) in model_info
         self.reloads = Counter(
             "adder_model_reloads_total", "Model (re)loads after start-up (SIGHUP, repository RPCs), by result: "
             "loaded, unchanged, refused (bad new version, old one kept), failed, unloaded.", ["model", "result"],
@@ -61,7 +70,13 @@ class Metrics:
 
     def describe_model(self, name: str, version: str, sha256: str, manifest: Manifest, circuit: Circuit) -> None:
         """Publish what a model is (version, hash, sizes, sparsity); called once it is read."""
-        self.model_info.labels(name).info({"version": version, "sha256": sha256})
+        before = self._described.get(name)
+        if before is not None and before != (version, sha256):
+            # 0 first: a multiprocess scrape keeps a removed series' last value
+            self.model_info.labels(name, *before).set(0)
+            self.model_info.remove(name, *before)
+        self._described[name] = (version, sha256)
+        self.model_info.labels(name, version, sha256).set(1)
         self.model_ready.labels(name).set(0)
         self.attention_edges.labels(name).set(len(circuit.edges))
         self.edges_per_problem.labels(name).set(circuit.edges_per_problem.mean)

@@ -133,6 +133,15 @@ class ServerProcess:
         return {model: (rows, runs) for model, (rows, runs) in totals.items()}
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants: a server's supervisor and its worker processes."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:  # exited meanwhile
+        return []
+    return [pid] + [found for child in children for found in process_tree(int(child))]
+
+
 def wait_serving(target: str, timeout_s: float) -> None:
     """Block until grpc.health.v1 says the whole server ("") is SERVING."""
     deadline = time.monotonic() + timeout_s

@@ -24,6 +24,7 @@ from service.inference_servicer import InferenceServicer
 from service.metrics import Metrics, MetricsEndpoint
 from service.models import ModelRegistry
 from service.repository import RepositoryError
+from service.worker_link import FAILED, LOADED, RELOADED, STOPPED, WorkerLink
 
 log = logging.getLogger(__name__)
 _LAST_GRACE_SECONDS = 1.0
@@ -36,8 +37,12 @@ class AdderServer:
     UNAVAILABLE) -> stop() (in-flight requests finish within the grace period).
     """
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None = None):
+    def __init__(self, config: Config, registry: CollectorRegistry | None = None, worker: int | None = None):
+        """`worker`: this process is worker number `worker` of a supervisor (service/supervisor.py): it
+        binds the ports the supervisor reserved, shared with the other workers (SO_REUSEPORT), and its
+        lifecycle log lines say "worker ..." (the supervisor writes the server's own)."""
         self.config = config
+        self.worker = worker
         self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
         self.models = ModelRegistry(config, self.metrics, on_change=self._model_changed)
         self.health = Health(self.models.names)
@@ -47,7 +52,10 @@ class AdderServer:
             ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="rpc"),
             interceptors=(DecodeErrorInterceptor(),),
             options=(("grpc.max_receive_message_length", config.max_message_bytes),
-                     ("grpc.max_send_message_length", config.max_message_bytes)),
+                     ("grpc.max_send_message_length", config.max_message_bytes),
+                     # Shared only between workers: alone, a port another server holds is an error,
+                     # not a silent split of its traffic (gRPC's default on Linux).
+                     ("grpc.so_reuseport", int(worker is not None))),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs or None)
         adder_pb2_grpc.add_AdderServicer_to_server(AdderServicer(config, self.models, self.metrics), self.grpc)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -68,7 +76,7 @@ class AdderServer:
         self.http: HttpEndpoint | None = None
         if config.http_port >= 0:
             self.http_app = HttpApp(config, self.models, self.metrics)
-            self.http = HttpEndpoint(self.http_app.app, config)
+            self.http = HttpEndpoint(self.http_app.app, config, shared_port=worker is not None)
         self._stopped = threading.Event()
 
     @property
@@ -86,35 +94,42 @@ class AdderServer:
         if self.config.metrics_port >= 0:
             self.metrics_endpoint = MetricsEndpoint(self.metrics.registry, self.config.metrics_host or self.config.host,
                                                     self.config.metrics_port)
-        log.info("listening", extra={"fields": {
+        log.info(self._said("listening"), extra={"fields": {
             "host": self.config.host, "grpc_port": self.port, "http_port": self.http_port,
             "metrics_port": self.metrics_port,
             "tls": "mutual" if self.config.tls_client_ca else "on" if self.config.tls_cert else "off"}})
 
-    def load_models(self) -> None:
+    def load_models(self) -> tuple[list[str], dict[str, str]]:
+        """Load and prove every model; the names of those ready, and the reason of each that failed."""
         self.models.load_all()
-        log.info("models loaded", extra={"fields": {
-            "ready": [m.name for m in self.models.models.values() if m.ready],
-            "failed": {m.name: m.reason for m in self.models.models.values() if not m.ready}}})
+        ready = [m.name for m in self.models.models.values() if m.ready]
+        failed = {m.name: m.reason for m in self.models.models.values() if not m.ready}
+        log.info(self._said("models loaded"), extra={"fields": {"ready": ready, "failed": failed}})
+        return ready, failed
 
-    def reload_models(self) -> None:
-        """SIGHUP: reload every model in the repository; a bad new version never replaces a serving one."""
+    def reload_models(self) -> dict[str, str]:
+        """SIGHUP: reload every model in the repository; a bad new version never replaces a serving one.
+
+        Returns each model's result (loaded, unchanged, refused, failed), or {"": "error"}."""
         try:
-            self.models.reload()
+            return {outcome.model: outcome.result for outcome in self.models.reload()}
         except Exception as error:  # e.g. the repository folder is gone: keep serving what is loaded
             log.error("reload failed", extra={"fields": {"reason": " ".join(str(error).split())}})
+            return {"": "error"}
 
     def drain(self) -> None:
         """Stop taking new work: health NOT_SERVING, new requests UNAVAILABLE, queued batches run now."""
         if not self.models.draining:
-            log.info("draining", extra={"fields": {"inflight": self._inflight()}})
+            log.info(self._said("draining"), extra={"fields": {"inflight": self._inflight()}})
         self.health.drain()
         self.models.drain()
 
-    def stop(self, grace: float | None = None) -> None:
-        """Drain, let in-flight RPCs finish (at most `grace` seconds), then release everything."""
+    def stop(self, grace: float | None = None) -> int:
+        """Drain, let in-flight RPCs finish (at most `grace` seconds), then release everything.
+
+        Returns how many requests the grace period did not let finish."""
         if self._stopped.is_set():
-            return
+            return 0
         grace = self.config.grace_seconds if grace is None else grace
         start = time.perf_counter()
         deadline = time.monotonic() + grace
@@ -135,48 +150,83 @@ class AdderServer:
         if self.metrics_endpoint:
             self.metrics_endpoint.stop()
         self._stopped.set()
-        log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3),
-                                              "unfinished": int(unfinished)}})
+        log.info(self._said("stopped"), extra={"fields": {"seconds": round(time.perf_counter() - start, 3),
+                                                          "unfinished": int(unfinished)}})
+        return int(unfinished)
 
     def _inflight(self) -> float:
         return self.metrics.registry.get_sample_value("adder_inflight_requests") or 0.0
+
+    def _said(self, message: str) -> str:
+        """A lifecycle log message: a worker's says "worker ...", the server's own come from its supervisor."""
+        return message if self.worker is None else "worker " + message
 
     def _model_changed(self, name: str, ready: bool | None) -> None:
         self.health.model_changed(name, ready)
 
 
-def create_server(config: Config, registry: CollectorRegistry | None = None) -> tuple[AdderServer, int]:
+def create_server(config: Config, registry: CollectorRegistry | None = None,
+                  worker: int | None = None) -> tuple[AdderServer, int]:
     """An unstarted server bound to config.host:config.grpc_port, and the port it got (for port 0)."""
-    server = AdderServer(config, registry)
+    server = AdderServer(config, registry, worker)
     return server, server.port
 
 
 def serve(config: Config) -> int:
-    """Run until SIGTERM/SIGINT, then drain and exit; returns the process exit code."""
-    logs.configure(config.log_level)
-    log.info("starting", extra={"fields": {"config": {k: str(v) for k, v in vars(config).items()}}})
+    """Run one server process until SIGTERM/SIGINT, then drain and exit; returns the exit code.
+
+    A stand-alone server, or worker `WorkerLink.index` of a supervisor (service/supervisor.py, which
+    `python -m service` runs instead when there is more than one worker).
+    """
+    link = WorkerLink.from_environ()
+    logs.configure(config.log_level, static_fields={"worker": link.index} if link else None)
     try:
-        server, _ = create_server(config)
+        return _serve_process(config, link)
+    finally:
+        if link:
+            link.close()
+
+
+def _serve_process(config: Config, link: WorkerLink | None) -> int:
+    said = (lambda message: message) if link is None else (lambda message: "worker " + message)
+    log.info(said("starting"), extra={"fields": {"config": {k: str(v) for k, v in vars(config).items()}}})
+    try:
+        server, _ = create_server(config, worker=link.index if link else None)
     except (RepositoryError, OSError) as error:
-        log.error("cannot start", extra={"fields": {"reason": str(error)}})
-        return 1
+        return _cannot_start(said, link, str(error))
     stop, reload = threading.Event(), threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())
     signal.signal(signal.SIGHUP, lambda number, frame: reload.set())  # the default action would kill us
     server.start()
-    server.load_models()
-    if not any(m.ready for m in server.models.models.values()) and not stop.is_set():
+    ready, failed = server.load_models()
+    if not ready and not stop.is_set():
         # Nothing to serve: fail fast and visibly (a restart loop) instead of running unready.
         server.stop(grace=0)
-        reasons = "; ".join(f"{m.name}: {m.reason}" for m in server.models.models.values())
-        log.error("cannot start", extra={"fields": {"reason": f"no model passed its checks: {reasons}"}})
-        return 1
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in failed.items())
+        return _cannot_start(said, link, f"no model passed its checks: {reasons}")
+    if link:
+        link.send(LOADED, ready=ready, failed=failed)
     while not stop.wait(0.5):  # a timed wait keeps the main thread responsive to signals
+        if link and link.orphaned():
+            log.warning(said("supervisor gone, shutting down"))
+            break
         if reload.is_set():
             reload.clear()
-            log.info("SIGHUP received, reloading the model repository")
-            server.reload_models()
-    log.info("signal received, shutting down", extra={"fields": {"grace_seconds": config.grace_seconds}})
-    server.stop()
+            log.info(said("SIGHUP received, reloading the model repository"))
+            results = server.reload_models()
+            log.info(said("reloaded"), extra={"fields": {"results": results}})
+            if link:
+                link.send(RELOADED, results=results)
+    log.info(said("signal received, shutting down"), extra={"fields": {"grace_seconds": config.grace_seconds}})
+    unfinished = server.stop()
+    if link:
+        link.send(STOPPED, unfinished=unfinished)
     return 0
+
+
+def _cannot_start(said, link: WorkerLink | None, reason: str) -> int:
+    log.error(said("cannot start"), extra={"fields": {"reason": reason}})
+    if link:
+        link.send(FAILED, reason=reason)
+    return 1

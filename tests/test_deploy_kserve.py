@@ -57,7 +57,8 @@ def test_runtime_settings_and_ports_are_the_servers():
     grpc = SERVICES["sparse-adder-grpc"]["spec"]["predictor"]["model"]
     assert [(p["name"], p["containerPort"]) for p in grpc["ports"]] == [("h2c", CONFIG.grpc_port)]
     assert grpc["protocolVersion"] == "grpc-v2"
-    assert int(SETTINGS["ADDER_INTRA_OP_THREADS"]) == int(CONTAINER["resources"]["limits"]["cpu"])
+    assert int(SETTINGS["ADDER_WORKERS"]) == int(CONTAINER["resources"]["limits"]["cpu"])  # a process per core
+    assert int(SETTINGS["ADDER_INTRA_OP_THREADS"]) == 1
 
 
 def test_inference_services_use_this_runtime():

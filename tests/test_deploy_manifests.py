@@ -130,10 +130,11 @@ def test_cpu_threads_and_drain_timing(kustomization, objects, deployment):
     container = server_container(deployment)
     resources = container["resources"]
     assert resources["requests"] == resources["limits"], "Guaranteed QoS: requests = limits"
-    threads = {e["name"]: e for e in container["env"]}["ADDER_INTRA_OP_THREADS"]["valueFrom"]["resourceFieldRef"]
-    assert threads == {"containerName": "server", "resource": "limits.cpu", "divisor": "1"}
+    workers = {e["name"]: e for e in container["env"]}["ADDER_WORKERS"]["valueFrom"]["resourceFieldRef"]
+    assert workers == {"containerName": "server", "resource": "limits.cpu", "divisor": "1"}  # a process per core
 
     config = from_env(config_map_data(objects, deployment))
+    assert config.intra_op_threads == 1  # per worker: the workers already use every core
     pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace_period = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace_period > pre_stop + config.grace_seconds, "SIGKILL must not cut the drain short"

@@ -28,10 +28,15 @@ from deploy_support import (HEALTHCHECK_SCRIPT, ROOT, dockerfile_stages, exec_fo
                             render, server_container)
 from fixtures.service_servers import stop_bound
 from service.config import Config
+from service.process import process_tree
 
 REPOSITORY = Path(os.environ.get("ADDER_MODEL_REPOSITORY", ROOT / "model_repository")).resolve()
 STARTUP_SECONDS = 180  # load, sha256 and the 10,000-problem self-test of both models
 IMAGE_VENV = "/opt/venv"
+
+
+def peak_rss_kib(pid: int) -> int:
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())[1])
 
 
 def free_port() -> int:
@@ -142,7 +147,7 @@ def test_runtime_install_line_serves_without_torch(tmp_path):
         imported = subprocess.run([python, "-c", probe], cwd=home, env=env, capture_output=True, text=True,
                                   check=True).stdout.split()
         assert Path(imported[0]).is_relative_to(venv) and imported[1] == "False"
-        peak = int(re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{server.pid}/status").read_text())[1])
+        peak = sum(peak_rss_kib(pid) for pid in process_tree(server.pid))  # the supervisor and its workers
         limit = server_container(of_kind(render("base"), "Deployment")[0])["resources"]["limits"]["memory"]
         assert limit.endswith("Mi") and peak // 1024 < int(limit[:-2]) // 2, (
             f"peak RSS {peak // 1024} MiB after start-up leaves too little of the pod's {limit} for load")

@@ -168,30 +168,37 @@ def test_repository_rpcs_need_model_control_explicit_and_a_known_model(tmp_path)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_sighup_reloads_the_repository_and_keeps_a_good_version_over_a_bad_one(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_reloads_the_repository_and_keeps_a_good_version_over_a_bad_one(tmp_path, workers):
     repository = build_repository(tmp_path / "repository")
-    with ServerProcess(repository, tmp_path / "server.log", max_batch_size=64, intra_op_threads=1) as server, \
-            grpc.insecure_channel(server.target) as channel:
-        stub = adder_pb2_grpc.AdderStub(channel)
+    with ServerProcess(repository, tmp_path / "server.log", max_batch_size=64, intra_op_threads=1,
+                       extra_args=("--workers", str(workers))) as server:
 
-        def version() -> str:
-            response = stub.Add(adder_pb2.AddRequest(a=50, b=50, model=SPARSE_MODEL), timeout=HANG_S)
-            assert response.answer == "00100"
-            return response.model_version
+        def versions() -> set[str]:
+            """The sparse version each of 8 fresh connections is served (with workers: by any of them)."""
+            served = set()
+            for _ in range(8):
+                with grpc.insecure_channel(server.target) as channel:
+                    response = adder_pb2_grpc.AdderStub(channel).Add(
+                        adder_pb2.AddRequest(a=50, b=50, model=SPARSE_MODEL), timeout=HANG_S)
+                assert response.answer == "00100"
+                served.add(response.model_version)
+            return served
 
-        assert version() == "1"
+        assert versions() == {"1"}
         write_model(repository, SPARSE_MODEL, "wrong", version="2")
         os.kill(server.pid, signal.SIGHUP)
-        seen, record = server.wait_for("model reload", model=SPARSE_MODEL)
+        seen, reloaded = server.wait_for("reloaded")  # every worker has reloaded
+        assert reloaded["results"] == {SPARSE_MODEL: "refused", DENSE_MODEL: "unchanged"}
+        record = server.wait_for("model reload", model=SPARSE_MODEL)[1]
         assert (record["version"], record["result"], record["level"]) == ("2", "refused", "warning")
         assert "self-test failed" in record["reason"] and "still serving version 1" in record["reason"]
-        assert server.wait_for("model reload", model=DENSE_MODEL)[1]["result"] == "unchanged"
-        assert version() == "1"
+        assert versions() == {"1"}
         write_model(repository, SPARSE_MODEL, version="3")
         os.kill(server.pid, signal.SIGHUP)
-        record = server.wait_for("model reload", after=seen + 1, model=SPARSE_MODEL)[1]
-        assert (record["version"], record["result"]) == ("3", "loaded")
-        assert version() == "3"
+        reloaded = server.wait_for("reloaded", after=seen + 1)[1]
+        assert reloaded["results"] == {SPARSE_MODEL: "loaded", DENSE_MODEL: "unchanged"}
+        assert versions() == {"3"}
         assert server.process.poll() is None  # SIGHUP's default action would have killed it
 
 

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import pytest
 
 from fixtures.fakes import HANG_S, eventually
 from fixtures.service_servers import stop_bound
@@ -42,8 +43,10 @@ def inflight(port: int) -> float:
     return 0.0
 
 
-def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_finishes_in_flight_requests_and_exits_zero(fixture_repository, workers):
     env = {**os.environ, "ADDER_MODEL_REPOSITORY": str(fixture_repository), "ADDER_HOST": "127.0.0.1",
+           "ADDER_WORKERS": workers,
            "ADDER_GRPC_PORT": "0", "ADDER_METRICS_PORT": "0", "ADDER_HTTP_PORT": "0", "ADDER_GRACE_SECONDS": "30",
            # Requests wait up to 60 s for a batch to fill: they are certainly in flight at SIGTERM.
            "ADDER_MAX_QUEUE_DELAY_US": "60000000", "ADDER_QUEUE_DELAY_POLICY": "always"}

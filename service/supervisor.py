@@ -1,0 +1,234 @@
+"""Serve on every core: N worker processes on one set of ports, one metrics scrape, signals passed on.
+
+Python runs one thread at a time, so one server process uses about one core. The supervisor reserves
+the gRPC and HTTP ports (bound, never listening, SO_REUSEPORT), starts N copies of the server on them
+(`python -m service` as worker i; each loads and proves its own models) and the kernel spreads new
+connections over the workers. Workers write their metrics to prometheus_client's multiprocess files;
+the supervisor serves the one /metrics that adds them up. SIGHUP and SIGTERM go to every worker; the
+supervisor logs the server's lifecycle ("listening", "models loaded", "reloaded", "draining",
+"stopped") once for all, and starts a worker again if one dies.
+"""
+
+import dataclasses
+import logging
+import os
+import queue
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.core import GaugeMetricFamily
+
+from service.config import Config
+from service.metrics import MetricsEndpoint
+from service.ports import reserve_port
+from service.worker_link import FAILED, LOADED, RELOADED, STOPPED
+from service.worker_pool import EXITED, WorkerEvent, WorkerPool
+
+log = logging.getLogger(__name__)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_EXIT_MARGIN_S = 15.0  # past the grace period: a worker's own stop releases its ports, models, threads
+_MAX_RESTART_DELAY_S = 30.0
+
+
+class Supervisor:
+    def __init__(self, config: Config, workers: int):
+        self.config = config
+        self.workers = workers
+        self._stop, self._reload = threading.Event(), threading.Event()
+        self._reserved = []  # the port-holding sockets, closed at exit
+        self._metrics_dir: Path | None = None
+        self._own_metrics_dir = False
+        self.registry = CollectorRegistry()
+        self._endpoint: MetricsEndpoint | None = None
+        self._pool: WorkerPool | None = None
+        self._loaded: dict[int, dict] = {}  # worker -> its LOADED fields (the first start)
+        self._reloading: dict[int, dict] = {}  # live worker -> its RELOADED results (None: not yet)
+        self._restart_at: dict[int, float] = {}  # dead worker -> when to start it again
+        self._crashes: dict[int, int] = {}  # worker -> exits in a row without serving (the restart delay)
+        self._exited: set[int] = set()  # pids whose EXITED event was handled
+        self._unfinished = 0
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; the process exit code (1: a worker could not start)."""
+        log.info("starting", extra={"fields": {"workers": self.workers,
+                                               "config": {k: str(v) for k, v in vars(self.config).items()}}})
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, frame: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda number, frame: self._reload.set())
+        try:
+            self._pool = WorkerPool(self._prepare(), {**os.environ, MULTIPROC_ENV: str(self._metrics_dir)})
+            failure = self._start_workers()
+            if failure:
+                self._pool.signal_all(signal.SIGTERM)
+                self._pool.wait_all(self.config.grace_seconds + _EXIT_MARGIN_S)
+                log.error("cannot start", extra={"fields": {"reason": failure}})
+                return 1
+            if not self._stop.is_set():
+                self._announce()
+                self._supervise()
+            return self._shut_down()
+        except OSError as error:
+            log.error("cannot start", extra={"fields": {"reason": str(error)}})
+            return 1
+        finally:
+            self._clean_up()
+
+    def _prepare(self) -> Config:
+        """Reserve the ports, set up the metrics files and endpoint; the config each worker runs."""
+        host = self.config.host
+        grpc_socket = reserve_port(host, self.config.grpc_port, "gRPC")
+        self._reserved.append(grpc_socket)
+        http_port = self.config.http_port
+        if http_port >= 0:
+            self._reserved.append(reserve_port(host, http_port, "HTTP"))
+            http_port = self._reserved[-1].getsockname()[1]
+        self._metrics_dir = self._metrics_folder()
+        multiprocess.MultiProcessCollector(self.registry, path=str(self._metrics_dir))
+        self.registry.register(_WorkersCollector(self))
+        if self.config.metrics_port >= 0:
+            self._endpoint = MetricsEndpoint(self.registry, self.config.metrics_host or host,
+                                             self.config.metrics_port)
+        return dataclasses.replace(self.config, workers=1, grpc_port=grpc_socket.getsockname()[1],
+                                   http_port=http_port, metrics_port=-1)
+
+    def _metrics_folder(self) -> Path:
+        """$PROMETHEUS_MULTIPROC_DIR emptied (values of an earlier run would add up), else a new temp folder."""
+        given = os.environ.get(MULTIPROC_ENV)
+        if not given:
+            self._own_metrics_dir = True
+            return Path(tempfile.mkdtemp(prefix="adder-metrics-"))
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return folder
+
+    def _start_workers(self) -> str:
+        """Start every worker and wait until each serves; the reason one could not ("" if all do)."""
+        for index in range(self.workers):
+            self._pool.start(index)
+        while len(self._loaded) < self.workers and not self._stop.is_set():
+            try:
+                event = self._pool.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if event.event == LOADED:
+                self._loaded[event.worker] = event.fields
+            elif event.event == FAILED:
+                return event.fields.get("reason", "")
+            elif event.event == EXITED:
+                return f"worker {event.worker} exited with code {event.fields['code']} before serving"
+        return ""
+
+    def _announce(self) -> None:
+        first = self._loaded[0]
+        tls = "mutual" if self.config.tls_client_ca else "on" if self.config.tls_cert else "off"
+        log.info("listening", extra={"fields": {
+            "host": self.config.host, "grpc_port": self._reserved[0].getsockname()[1],
+            "http_port": self._reserved[1].getsockname()[1] if len(self._reserved) > 1 else None,
+            "metrics_port": self._endpoint.port if self._endpoint else None, "tls": tls,
+            "workers": self.workers, "pids": [self._pool.processes[i].pid for i in range(self.workers)],
+            "metrics_dir": str(self._metrics_dir)}})
+        log.info("models loaded", extra={"fields": {"ready": first["ready"], "failed": first["failed"]}})
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                log.info("SIGHUP received, reloading the model repository")
+                self._reloading = {index: None for index in self._pool.live()}
+                self._pool.signal_all(signal.SIGHUP)
+            self._restart_due()
+            try:
+                self._handle(self._pool.events.get(timeout=0.5))
+            except queue.Empty:
+                continue
+
+    def _handle(self, event: WorkerEvent) -> None:
+        if event.event == RELOADED and event.worker in self._reloading:
+            self._reloading[event.worker] = event.fields.get("results", {})
+            self._log_reload_if_done()
+        elif event.event == LOADED:
+            self._crashes[event.worker] = 0
+            log.info("worker restarted", extra={"fields": {"worker": event.worker, "pid": event.pid}})
+        elif event.event == EXITED:
+            self._exited.add(event.pid)
+            multiprocess.mark_process_dead(event.pid, str(self._metrics_dir))
+            crashes = self._crashes.get(event.worker, 0)
+            delay = min(2.0 ** crashes - 1, _MAX_RESTART_DELAY_S)
+            self._crashes[event.worker] = crashes + 1
+            self._restart_at[event.worker] = time.monotonic() + delay
+            self._reloading.pop(event.worker, None)
+            self._log_reload_if_done()
+            log.error("worker exited", extra={"fields": {"worker": event.worker, "pid": event.pid,
+                                                         "code": event.fields["code"], "restart_in_s": delay}})
+
+    def _log_reload_if_done(self) -> None:
+        if not self._reloading or any(results is None for results in self._reloading.values()):
+            return
+        merged: dict[str, str] = {}
+        for results in self._reloading.values():
+            for model, result in results.items():
+                merged[model] = result if merged.get(model, result) == result else "mixed"
+        log.info("reloaded", extra={"fields": {"results": merged, "workers": len(self._reloading)}})
+        self._reloading = {}
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for index, when in list(self._restart_at.items()):
+            if now >= when:
+                del self._restart_at[index]
+                self._pool.start(index)
+
+    def _shut_down(self) -> int:
+        grace = self.config.grace_seconds
+        start = time.perf_counter()
+        log.info("signal received, shutting down", extra={"fields": {"grace_seconds": grace}})
+        log.info("draining", extra={"fields": {"inflight": self.inflight()}})
+        self._pool.signal_all(signal.SIGTERM)
+        killed = self._pool.wait_all(grace + _EXIT_MARGIN_S)
+        self._collect_stops()
+        log.info("stopped", extra={"fields": {"seconds": round(time.perf_counter() - start, 3),
+                                              "unfinished": self._unfinished, "killed_workers": killed}})
+        return 0
+
+    def _collect_stops(self) -> None:
+        """Every worker has exited: read what is left of their events, adding up what each left unfinished."""
+        pending = {process.pid for process in self._pool.processes.values()} - self._exited
+        while pending:
+            try:
+                event = self._pool.events.get(timeout=_EXIT_MARGIN_S)
+            except queue.Empty:  # a listener thread that never saw its pipe close: nothing more to learn
+                return
+            if event.event == STOPPED:
+                self._unfinished += int(event.fields.get("unfinished", 0))
+            elif event.event == EXITED:
+                pending.discard(event.pid)
+
+    def inflight(self) -> float:
+        return self.registry.get_sample_value("adder_inflight_requests") or 0.0
+
+    def _clean_up(self) -> None:
+        if self._endpoint:
+            self._endpoint.stop()
+        for reserved in self._reserved:
+            reserved.close()
+        if self._own_metrics_dir and self._metrics_dir:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+
+class _WorkersCollector:
+    """adder_workers: worker processes alive right now (a dead one is started again)."""
+
+    def __init__(self, supervisor: Supervisor):
+        self._supervisor = supervisor
+
+    def collect(self):
+        pool = self._supervisor._pool
+        yield GaugeMetricFamily("adder_workers", "Server worker processes alive (ADDER_WORKERS).",
+                                value=len(pool.live()) if pool else 0)
