@@ -32,7 +32,8 @@ def workers_server(repository: Path, tmp_path: Path, workers: int = 2) -> Server
 
 def add_on_fresh_connections(target: str, count: int) -> None:
     for a in range(count):
-        with grpc.insecure_channel(target) as channel:
+        # A subchannel pool of its own: a new channel may not reuse an earlier one's connection.
+        with grpc.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1),)) as channel:
             response = adder_pb2_grpc.AdderStub(channel).Add(adder_pb2.AddRequest(a=a, b=7, model=SPARSE_MODEL),
                                                               timeout=HANG_S)
         assert response.sum == a + 7
