@@ -103,6 +103,5 @@ def _bind(host: str, port: int, shared: bool) -> socket.socket:
     except OSError as error:
         sock.close()
         raise OSError(f"cannot bind HTTP to {host}:{port}: {error.strerror}") from None
-    sock.listen(2048)
-    sock.setblocking(False)
+    sock.setblocking(False)  # uvicorn's event loop listens on it when the server starts
     return sock

@@ -198,8 +198,13 @@ def _serve_process(config: Config, link: WorkerLink | None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())
     signal.signal(signal.SIGHUP, lambda number, frame: reload.set())  # the default action would kill us
-    server.start()
-    ready, failed = server.load_models()
+    if link:  # a worker proves its models before its ports take connections: a restarted one joins ready
+        ready, failed = server.load_models()
+        if ready:
+            server.start()
+    else:  # alone, the ports answer (health NOT_SERVING) while the models load
+        server.start()
+        ready, failed = server.load_models()
     if not ready and not stop.is_set():
         # Nothing to serve: fail fast and visibly (a restart loop) instead of running unready.
         server.stop(grace=0)

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -78,8 +79,22 @@ def test_a_worker_that_dies_is_started_again_and_the_others_serve_meanwhile(fixt
         os.kill(listening["pids"][0], signal.SIGKILL)
         _, exited = server.wait_for("worker exited")
         assert (exited["worker"], exited["pid"], exited["code"]) == (0, listening["pids"][0], -signal.SIGKILL)
-        add_on_fresh_connections(server.target, 5)  # whichever worker is up answers
+        # Until the new worker has proven its models it does not listen: no fresh connection fails meanwhile.
+        failures, restarting = [], threading.Event()
+
+        def keep_adding() -> None:
+            while not restarting.is_set():
+                try:
+                    add_on_fresh_connections(server.target, 1)
+                except (grpc.RpcError, AssertionError) as error:
+                    failures.append(error)
+
+        adder = threading.Thread(target=keep_adding)
+        adder.start()
         restarted = server.wait_for("worker restarted")[1]
+        restarting.set()
+        adder.join(HANG_S)
+        assert not failures, failures[:3]
         assert restarted["worker"] == 0 and restarted["pid"] not in listening["pids"]
         assert eventually(lambda: scrape(server)[("adder_workers", ())] == 2)
         add_on_fresh_connections(server.target, CONNECTIONS)
