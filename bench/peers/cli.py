@@ -9,6 +9,8 @@ from bench.peers import PEERS
 from contract import SPARSE_MODEL
 
 DEFAULT_OUT = "bench_results/peers"
+DESCRIPTION = ("Our server beside KServe and MLServer: the same ONNX file, one gRPC client (tritonclient, "
+               "ModelInfer), interleaved rounds; writes ratios ours/peer as Markdown, JSON and PNG.")
 
 
 def _names(allowed: Sequence[str] | None = None):
@@ -62,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("bench-peers", help="our server vs KServe and MLServer on the same ONNX file",
-                                   description=__doc__)
+                                   description=DESCRIPTION)
     add_arguments(parser)
     parser.set_defaults(func=_run)
 
@@ -73,9 +75,7 @@ def _run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.peers",
-                                     description="Our server beside KServe and MLServer: the same ONNX file, one "
-                                                 "gRPC client, interleaved rounds, ratios ours/peer.")
+    parser = argparse.ArgumentParser(prog="python -m bench.peers", description=DESCRIPTION)
     add_arguments(parser)
     return _run(parser.parse_args(argv))
 
