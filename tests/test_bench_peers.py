@@ -6,6 +6,7 @@ The last test runs the whole bench (slow) and is skipped unless both peer venvs 
 """
 
 import json
+import os
 import subprocess
 import sys
 from concurrent import futures
@@ -17,6 +18,7 @@ import pytest
 
 from bench.peers import KSERVE, MLSERVER, OURS, PEERS, report, venvs
 from bench.peers.client_pool import ClientFailure, ClientPool
+from bench.peers.cpu import tree_cpu_seconds
 from bench.peers.driver import WrongAnswer, check_sums
 from bench.peers.rounds import CONCURRENT, SEQUENTIAL, Measurement, scenarios, schedule
 from bench.peers.run import operand_tensors, ours_extra_args
@@ -33,7 +35,7 @@ INFO = {"cpu": "Test CPU", "usable_cpus": 2, "load_average_at_start": [0.5, 0.5,
 def _m(round_, server, scenario, throughput, p50, clients=16) -> Measurement:
     clients = 1 if scenario == SEQUENTIAL else clients
     return Measurement(round_, SPARSE_MODEL, scenario, clients, server, calls=int(throughput), seconds=1.0,
-                       throughput=throughput, p50=p50, p99=p50 * 3)
+                       throughput=throughput, p50=p50, p99=p50 * 3, cpu_per_call=p50 / 10)
 
 
 def _rounds() -> list[Measurement]:
@@ -54,6 +56,7 @@ def test_ratios_are_paired_within_rounds_and_their_median_reported():
     assert rows[(CONCURRENT, MLSERVER)]["throughput_ours_over_peer"]["median"] == pytest.approx(4.0)
     assert kserve["p50_ours_over_peer"]["median"] == pytest.approx(0.5)
     assert rows[(SEQUENTIAL, KSERVE)]["p50_ours_over_peer"]["median"] == pytest.approx(0.8)
+    assert kserve["cpu_ours_over_peer"]["median"] == pytest.approx(0.5)
 
 
 def test_headline_names_the_issue_figures():
@@ -78,6 +81,7 @@ def test_markdown_and_json_hold_every_row(tmp_path):
     table = report.markdown(summary, ratio_rows, INFO, servers, 3, 5.0)
     assert "CPU: Test CPU" in table and "max_batch_size=64" in table and "version=0.21.0" in table
     assert "| adder-sparse | 16 clients | ours / KServe | 2.00 (2.00-2.00) |" in table
+    assert "| adder-sparse | 16 clients | MLServer | 800 (500-1,000) | 12.50 | 37.50 | 1,250 (1,000-2,000) | 3 | 2,300 |" in table
     assert table.count("| adder-sparse |") == 6 + 4  # 3 servers x 2 scenarios, then 2 peers x 2 scenarios
     assert "16-client throughput, ours/MLServer 4.00x" in table
     heads = {SPARSE_MODEL: report.headline(ratio_rows, SPARSE_MODEL)}
@@ -118,6 +122,19 @@ def test_peer_venvs_count_as_installed_only_with_a_current_stamp(tmp_path):
     for peer in PEERS:
         assert not venvs.is_installed(peer, tmp_path)
         assert pinned_version(peer) != "?"  # the peer itself is pinned exactly
+
+
+def test_server_cpu_counts_the_whole_process_tree():
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time\nt = time.process_time()\n"
+                              "while time.process_time() - t < 0.3: pass\nprint(flush=True)\nsys.stdin.read()"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdout.readline()  # the child has burnt 0.3 s of CPU
+        mine = tree_cpu_seconds(os.getpid()) - sum(os.times()[:2])
+        assert mine >= 0.25  # the child's CPU (clock ticks: 10 ms apart) is counted with ours
+    finally:
+        child.stdin.close()
+        child.wait()
 
 
 class WrongAdder(pb_grpc.GRPCInferenceServiceServicer):

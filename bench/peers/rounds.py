@@ -46,7 +46,8 @@ def schedule(rounds: int, models: list[str], plan: list[Scenario], servers: list
 
 @dataclass
 class Measurement:
-    """One step's figures: latencies in seconds, throughput in calls per second."""
+    """One step's figures: latencies in seconds, throughput in calls per second, server CPU seconds per call
+    (its whole process tree, warm-up calls included in the count; None where /proc is missing)."""
     round: int
     model: str
     scenario: str  # SEQUENTIAL | CONCURRENT
@@ -57,9 +58,11 @@ class Measurement:
     throughput: float
     p50: float
     p99: float
+    cpu_per_call: float | None = None
 
     @classmethod
-    def of(cls, step: Step, latencies: list[float], seconds: float) -> "Measurement":
+    def of(cls, step: Step, latencies: list[float], seconds: float, cpu_per_call: float | None = None) -> "Measurement":
         p50, p99 = np.percentile(latencies, [50, 99]) if latencies else (float("nan"),) * 2
         return cls(step.round, step.model, step.scenario.kind, step.scenario.clients, step.server, len(latencies),
-                   seconds, len(latencies) / seconds if seconds > 0 else float("nan"), float(p50), float(p99))
+                   seconds, len(latencies) / seconds if seconds > 0 else float("nan"), float(p50), float(p99),
+                   cpu_per_call)

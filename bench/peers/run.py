@@ -1,6 +1,7 @@
 """The peer bench run: peer venvs, the three servers, interleaved rounds, then the table, JSON and PNG."""
 
 import argparse
+import math
 import shlex
 import sys
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from bench.peers import KSERVE, MLSERVER, PEER_TITLES, plot, report, venvs
 from bench.peers.client_pool import ClientFailure, ClientPool
+from bench.peers.cpu import tree_cpu_seconds
 from bench.peers.rounds import Measurement, Step, scenarios, schedule
 from bench.peers.servers import Running, start_kserve, start_mlserver, start_ours
 from bench.progress import Progress
@@ -116,29 +118,36 @@ def _wait_ready(pool: ClientPool, server: Running, models: list[str], timeout_s:
 def _measure(args, pool: ClientPool, servers: list[Running], tensors: dict) -> list[Measurement]:
     by_name = {s.name: s for s in servers}
     rounds = schedule(args.rounds, args.models, scenarios(args.clients), [s.name for s in servers])
-    progress = Progress(sum(map(len, rounds)), args.time_limit)
+    # No deadline inside Progress: a round once begun is finished, or its ratios would have no pair.
+    progress = Progress(sum(map(len, rounds)), math.inf)
+    deadline = time.monotonic() + args.time_limit
     measurements = []
     for steps in rounds:
-        if steps[0].round > 1 and progress.remaining() <= 0:
+        if steps[0].round > 1 and time.monotonic() > deadline:
             _say(f"time limit: rounds {steps[0].round}..{len(rounds)} skipped")
             break
         for step in steps:
             progress.begin(f"round {step.round}: {step.model}, {step.scenario.label}, {PEER_TITLES[step.server]}")
             measurements.append(_one(args, pool, by_name[step.server], step, tensors[step.model]))
             m = measurements[-1]
+            cpu = "" if m.cpu_per_call is None else f", server CPU {m.cpu_per_call * 1e6:.0f} us/call"
             progress.note(f"{m.calls} calls in {m.seconds:.1f} s: {m.throughput:,.0f} req/s, "
-                          f"p50 {m.p50 * 1e3:.2f} ms, p99 {m.p99 * 1e3:.2f} ms")
+                          f"p50 {m.p50 * 1e3:.2f} ms, p99 {m.p99 * 1e3:.2f} ms{cpu}")
     return measurements
 
 
 def _one(args, pool: ClientPool, server: Running, step: Step, tensors: dict) -> Measurement:
+    cpu_before = tree_cpu_seconds(server.pid)
     try:
         sample = pool.run(server.target, step.model, tensors, step.scenario.clients, args.seconds, args.calls,
                           args.client_warmup, args.timeout, args.seed + step.round)
     except ClientFailure as error:
         raise ClientFailure(f"{PEER_TITLES[server.name]}, {step.model}, {step.scenario.label}: {error} "
                             f"(server log: {server.log_path})") from None
-    return Measurement.of(step, sample.latencies, sample.seconds)
+    cpu_after = tree_cpu_seconds(server.pid)
+    calls = len(sample.latencies) + args.client_warmup * step.scenario.clients  # the CPU counts warm-ups too
+    cpu = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / calls
+    return Measurement.of(step, sample.latencies, sample.seconds, cpu)
 
 
 def _write_report(args, out: Path, measurements: list[Measurement], info: dict, servers: dict) -> None:

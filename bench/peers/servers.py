@@ -26,6 +26,10 @@ class Running:
     process: object = field(repr=False)  # a PeerProcess or a started ServerProcess
     log_path: Path = None
 
+    @property
+    def pid(self) -> int:
+        return self.process.process.pid
+
     def exit_code(self) -> int | None:
         popen = self.process.process  # both kinds keep their Popen as .process
         return popen.poll() if popen else None
@@ -98,7 +102,7 @@ def start_kserve(python: Path, models: dict[str, Path], out: Path, threads: int)
 
 def start_mlserver(python: Path, models: dict[str, Path], out: Path, threads: int) -> Running:
     """MLServer's defaults (parallel_workers=1, no adaptive batching) but debug logs off, loopback only."""
-    folder = out / "mlserver-models"
+    folder = (out / "mlserver-models").resolve()  # mlserver reads it relative to its cwd, which is the folder
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     _write_json(folder / "settings.json", {"debug": False, "host": "127.0.0.1", "http_port": http_port,
                                            "grpc_port": grpc_port, "metrics_port": metrics_port})
