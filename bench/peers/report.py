@@ -81,8 +81,10 @@ def _range(spread: dict | None, fmt: str, scale: float = 1.0) -> str:
 def markdown(summary: list[dict], ratio_rows: list[dict], info: dict, servers: dict[str, dict], rounds: int,
              seconds: float) -> str:
     """The tables a user reads: per server, then ours/peer; the machine and settings on top."""
-    load = ", ".join(f"{x:.2f}" for x in info.get("load_average_at_start") or [])
-    lines = [f"CPU: {info['cpu']} ({info['usable_cpus']} CPUs usable, load {load} at start)",
+    load = " at start, ".join(", ".join(f"{x:.2f}" for x in info.get(f"load_average_at_{when}") or [])
+                              for when in ("start", "end") if info.get(f"load_average_at_{when}"))
+    lines = [f"CPU: {info['cpu']} ({info['usable_cpus']} CPUs usable, load average {load} at "
+             f"{'end' if info.get('load_average_at_end') else 'start'})",
              f"{rounds} interleaved round(s), up to {seconds:g} s per measurement; medians over rounds "
              f"(min-max in brackets); one ModelInfer = one a+b, every answer checked", ""]
     lines += [f"- {PEER_TITLES[name]}: " + ", ".join(f"{k}={v}" for k, v in settings.items())

@@ -2,6 +2,7 @@
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import time
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
             server.stop()
         if pool:
             pool.close()
+    # Other programs' load during the run: what the figures' noise came from.
+    info["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     _write_report(args, out, measurements, info, {s.name: s.settings for s in servers})
     return 0
 
