@@ -7,7 +7,7 @@ REPO ?= model_repository
 STAMP := $(VENV)/.installed
 SERVICE_STAMP := $(VENV)/.service-installed
 
-.PHONY: setup setup-service system-deps tools models export run test test-stress bench soak protos screenshot clean
+.PHONY: setup setup-service system-deps tools models export run test test-stress bench bench-peers soak protos screenshot clean
 
 # Everything the tests, the export and the bench need (torch included).
 setup: system-deps $(STAMP)
@@ -78,6 +78,13 @@ test-stress: models setup tools
 bench: models setup
 	$(PY) -m bench --repository $(REPO) --out bench_results
 
+# Our server beside KServe and MLServer on the same ONNX file, one gRPC client (docs/peers.md). The first
+# run makes their venvs, .venv-peers/{kserve,mlserver}, from bench/peers/requirements-*.txt (~1 min).
+# More options: make bench-peers PEERS_ARGS="--rounds 7 --workers 2"; python -m bench.peers --help.
+PEERS_ARGS ?=
+bench-peers: models setup
+	$(PY) -m bench.peers --repository $(REPO) --out bench_results/peers $(PEERS_ARGS)
+
 # 64 clients for 60 s against a server process: no error, every answer a+b, RSS flat (README: Reliability).
 soak: models setup
 	$(PY) -m bench.soak --repository $(REPO)
@@ -92,7 +99,7 @@ screenshot: models setup
 
 # The venvs and the export's base cache; model_repository/ itself is committed source.
 clean:
-	rm -rf $(VENV) $(TOOLS) $(REPO)/.base-cache.pt
+	rm -rf $(VENV) $(TOOLS) .venv-peers $(REPO)/.base-cache.pt
 
 # Build the image with buildah (MODEL_SOURCE=prebuilt) on a locally made bookworm stand-in for its base,
 # run it as the Dockerfile's header says and check it from the host. Root: installs buildah/podman.

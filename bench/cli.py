@@ -1,4 +1,5 @@
-"""Arguments of `sparse-adder bench` / `python -m bench`; `register` is the plug-in pyproject.toml names for service/cli.py."""
+"""Arguments of `sparse-adder bench` / `python -m bench`; `register` is the plug-in pyproject.toml names for service/cli.py
+(it adds `sparse-adder bench-peers` too, from bench/peers/cli.py)."""
 
 import argparse
 import os
@@ -71,6 +72,9 @@ def register(subparsers) -> None:
                                                "and end to end over gRPC; writes a table, JSON and PNG plots.")
     add_arguments(parser)
     parser.set_defaults(func=_run)
+    # Its own subcommand, not `bench --peers`: it shares few of bench's options and has its own.
+    from bench.peers.cli import register as register_peers
+    register_peers(subparsers)
 
 
 def _run(args) -> int:
