@@ -58,7 +58,10 @@ def _caller(job: Job, index: int):
     import tritonclient.grpc as triton
     from tritonclient.utils import triton_to_np_dtype
 
-    client = triton.InferenceServerClient(url=job.target)
+    # Its own connection, as 16 separate clients would have: gRPC otherwise shares one connection between
+    # a process's channels, and a server with several worker processes (or any L4 balancer) spreads
+    # connections, not calls.
+    client = triton.InferenceServerClient(url=job.target, channel_args=[("grpc.use_local_subchannel_pool", 1)])
     rng = np.random.default_rng([job.seed, index])
     requested = [triton.InferRequestedOutput(job.output)]
     problems = []
