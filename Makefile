@@ -7,7 +7,7 @@ REPO ?= model_repository
 STAMP := $(VENV)/.installed
 SERVICE_STAMP := $(VENV)/.service-installed
 
-.PHONY: setup setup-service system-deps tools models export run test test-stress bench soak protos screenshot clean
+.PHONY: setup setup-service system-deps tools models export run test test-stress bench bench-path profile soak protos screenshot clean
 
 # Everything the tests, the export and the bench need (torch included).
 setup: system-deps $(STAMP)
@@ -77,6 +77,15 @@ test-stress: models setup tools
 # Dense vs sparse: in-process ORT and end to end over gRPC (starts its own servers); see docs/bench.md.
 bench: models setup
 	$(PY) -m bench --repository $(REPO) --out bench_results
+
+# The request path around the model in three ratios (Add/Check p50, ModelInfer/Add p50, server CPU per
+# Add/Check), one server, one sequential client, interleaved rounds; see docs/serving-profile.md.
+bench-path: models setup
+	$(PY) -m bench.requestpath --repository $(REPO) --out bench_results
+
+# Where a request's server CPU goes at 16 clients (py-spy, and perf where installed): bench_results/profile/.
+profile: models setup
+	$(PY) -m bench.profile --repository $(REPO) --out bench_results/profile
 
 # 64 clients for 60 s against a server process: no error, every answer a+b, RSS flat (README: Reliability).
 soak: models setup
