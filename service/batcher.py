@@ -48,8 +48,11 @@ class _State(enum.Enum):
     GONE = "gone"  # left (Leave) before its batch ran: never run
 
 
-# watch(on_end): calls on_end(Leave) when the request's RPC ends (at once if it has ended already).
-Watch = Callable[[Callable[[Leave], None]], None]
+_WAITING = frozenset((_State.QUEUED, _State.TAKEN, _State.LEAD))  # the states a request can leave from
+
+# watch(on_end, waiting=None): calls on_end(Leave) when the request's RPC ends (at once if it has ended
+# already); `waiting()`, when given, says whether the request still waits: if not, on_end is not called.
+Watch = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -129,13 +132,17 @@ class Batcher:
             if self._busy:
                 self._queue.append(request)
                 self._queued_rows += request.rows
-                # a leader waiting to fill its batch counts its own rows too: let it take this one now
-                self._full.notify()
+                if self._filling:  # a leader waiting to fill its batch: let it take this one now
+                    self._full.notify()
+                waits = True
             else:
                 self._busy = True
                 self._start_batch(request)
-        if watch is not None:
-            watch(lambda reason: self._leave(request, reason))
+                waits = self._fill_by is not None
+        # A leader that runs at once can no longer leave (nothing waits), so it needs no watch: the
+        # lone caller of sequential traffic registers no callback with its RPC.
+        if watch is not None and waits:
+            watch(lambda reason: self._leave(request, reason), lambda: request.state in _WAITING)
         if request.state is not _State.LEAD:
             self._follow(request)
             if request.state is not _State.LEAD:

@@ -11,7 +11,7 @@ from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.metrics import Metrics
 from service.models import FAILED, LOAD_FAILED, READY, REFUSED, UNLOADED, ModelRegistry, ServedModel
 from service.rpc_watch import rpc_watch
-from service.tensors import output_tensor, read_inputs
+from service.tensors import output_tensors, read_inputs
 from service.validation import operand_arrays
 
 SERVER_NAME = "sparse-adder"
@@ -97,12 +97,9 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument(f"model {model.name} has no output {shown(unknown[0])}; outputs: {available}")
         answers = self.models.infer(model, a, b, context.time_remaining(), rpc_watch(context))
         values = {OUTPUT_SUM: answers.sums, OUTPUT_DIGITS: answers.digits, OUTPUT_EDGES: answers.edges}
-        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-        for name in wanted:
-            meta, raw = output_tensor(name, values[name])
-            response.outputs.append(meta)
-            response.raw_output_contents.append(raw)
-        return response
+        metas, raws = output_tensors(wanted, values)
+        return pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id,
+                                     outputs=metas, raw_output_contents=raws)
 
     @rpc("RepositoryIndex")
     def RepositoryIndex(self, request, context):

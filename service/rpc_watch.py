@@ -12,9 +12,11 @@ CLIENT_DEADLINE_LEAD_S = 0.05
 def rpc_watch(context) -> Watch:
     """A grpc.ServicerContext, or service.http_calls.HttpContext (which knows why its request ended)."""
 
-    def watch(on_end) -> None:
+    def watch(on_end, waiting=None) -> None:
         def ended() -> None:
-            on_end(end_reason(context))
+            # Most RPCs end after their answer: then there is nothing to leave and no reason to work out.
+            if waiting is None or waiting():
+                on_end(end_reason(context))
 
         if not context.add_callback(ended):  # the RPC has ended already
             ended()

@@ -47,7 +47,7 @@ def _read_input(tensor, raw: bytes | None) -> np.ndarray:
         if len(raw) != shape[0] * dtype.itemsize:
             raise InvalidArgument(f"{label} raw contents are {len(raw)} bytes, shape {shape} of "
                                   f"{tensor.datatype} needs {shape[0] * dtype.itemsize}")
-        values = np.frombuffer(raw, dtype=dtype)
+        values = np.frombuffer(raw, dtype=dtype)  # a view of the request's bytes: read once, not copied
     else:
         typed = getattr(tensor.contents, field)
         elsewhere = [f.name for f, _ in tensor.contents.ListFields() if f.name != field]
@@ -58,14 +58,23 @@ def _read_input(tensor, raw: bytes | None) -> np.ndarray:
             raise InvalidArgument(f"{label} has {len(typed)} values in contents.{field}, shape {shape} needs "
                                   f"{shape[0]}")
         values = np.asarray(typed, dtype=dtype)
-    return values.astype(np.int64)
+    return values if values.dtype == np.int64 else values.astype(np.int64)  # INT64 as it came, INT32 widened
+
+
+def output_tensors(names: list[str], arrays: dict[str, np.ndarray]) -> tuple[list, list[bytes]]:
+    """Metadata and raw bytes of each named output, for ModelInferResponse(outputs=..., raw_output_contents=...)."""
+    metas, raws = [], []
+    for name in names:
+        meta, raw = output_tensor(name, arrays[name])
+        metas.append(meta)
+        raws.append(raw)
+    return metas, raws
 
 
 def output_tensor(name: str, array: np.ndarray) -> tuple[pb.ModelInferResponse.InferOutputTensor, bytes]:
     """Metadata and the raw little-endian row-major bytes of one output (BOOL is one byte each)."""
-    array = np.ascontiguousarray(array)
     datatype = OUTPUT_DATATYPES[array.dtype]
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
-    meta = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=list(array.shape))
-    return meta, array.tobytes()
+    meta = pb.ModelInferResponse.InferOutputTensor(name=name, datatype=datatype, shape=array.shape)
+    return meta, array.tobytes()  # row-major (C order) whatever the array's layout
