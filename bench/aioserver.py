@@ -2,7 +2,8 @@
 
 An experiment for choosing the transport on figures (bench.transport, docs/serving-profile.md): the
 event loop does the I/O and hands each call to a thread pool (grpc.aio's migration_thread_pool), where
-the very handlers service/handlers.py builds for the sync server run unchanged. It takes the server's
+the very handlers service/handlers.py builds for the sync server run unchanged. With --inline they run
+on the event loop itself instead (no thread hop, no batching, the loop blocked while the model runs). It takes the server's
 flags and writes the log lines service.process.ServerProcess waits for. Not the product: no HTTP
 port, no SIGHUP reload, no TLS; SIGTERM stops it after draining.
 """
@@ -50,6 +51,17 @@ class _SyncContext:
         return True
 
 
+class _Aborted(Exception):
+    """The inline variant's abort: grpc.aio's is a coroutine, awaited once the handler has returned."""
+
+
+class _InlineContext(_SyncContext):
+    __slots__ = ()
+
+    def abort(self, code, details):
+        raise _Aborted(code, details)
+
+
 def _adapted(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.request_streaming or handler.response_streaming:
         return handler
@@ -58,17 +70,34 @@ def _adapted(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                                                handler.request_deserializer, handler.response_serializer)
 
 
-def _register(server, add_to_server, servicer) -> None:
+def _inline(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The handler run on the event loop itself: no thread hop, but the loop waits for the model (so no
+    two requests ever meet in the batcher) and a large request stalls every other RPC meanwhile."""
+    if handler.request_streaming or handler.response_streaming:
+        return handler
+    behavior = handler.unary_unary
+
+    async def handle(request, context):
+        try:
+            return behavior(request, _InlineContext(context))
+        except _Aborted as aborted:
+            await context.abort(*aborted.args)
+
+    return grpc.unary_unary_rpc_method_handler(handle, handler.request_deserializer, handler.response_serializer)
+
+
+def _register(server, add_to_server, servicer, inline: bool) -> None:
     """handlers.register onto a table, then each unary handler with the context adapter onto `server`."""
     table = handlers._MethodTable()
     handlers.register(table, add_to_server, servicer)
-    adapted = {name: _adapted(h) for name, h in table.handlers.items()}
+    adapted = {name: (_inline if inline else _adapted)(h) for name, h in table.handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(table.service, adapted),))
     server.add_registered_method_handlers(table.service, adapted)
 
 
 async def serve(argv) -> int:
-    config = parse_args(argv)
+    inline = "--inline" in argv
+    config = parse_args([a for a in argv if a != "--inline"])
     logs.configure(config.log_level)
     log.info("starting", extra={"fields": {"config": {k: str(v) for k, v in vars(config).items()}}})
     metrics = Metrics(CollectorRegistry())
@@ -79,15 +108,16 @@ async def serve(argv) -> int:
         options=(("grpc.max_receive_message_length", config.max_message_bytes),
                  ("grpc.max_send_message_length", config.max_message_bytes)),
         maximum_concurrent_rpcs=config.max_concurrent_rpcs or None)
-    _register(server, adder_pb2_grpc.add_AdderServicer_to_server, AdderServicer(config, models, metrics))
+    _register(server, adder_pb2_grpc.add_AdderServicer_to_server, AdderServicer(config, models, metrics), inline)
     _register(server, grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
-              InferenceServicer(config, models, metrics))
-    _register(server, health_pb2_grpc.add_HealthServicer_to_server, health.servicer)
+              InferenceServicer(config, models, metrics), inline)
+    _register(server, health_pb2_grpc.add_HealthServicer_to_server, health.servicer, inline)
     port = server.add_insecure_port(f"{config.host}:{config.grpc_port}")
     await server.start()
     endpoint = MetricsEndpoint(metrics.registry, config.host, config.metrics_port)
     log.info("listening", extra={"fields": {"host": config.host, "grpc_port": port, "http_port": None,
-                                            "metrics_port": endpoint.port, "tls": "off", "transport": "aio"}})
+                                            "metrics_port": endpoint.port, "tls": "off",
+                                            "transport": "aio-inline" if inline else "aio"}})
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, models.load_all)
     log.info("models loaded", extra={"fields": {
@@ -108,7 +138,7 @@ async def serve(argv) -> int:
 
 
 def main(argv=None) -> int:
-    return asyncio.run(serve(argv))
+    return asyncio.run(serve(sys.argv[1:] if argv is None else list(argv)))
 
 
 if __name__ == "__main__":

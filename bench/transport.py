@@ -1,9 +1,10 @@
 """`python -m bench.transport`: the sync gRPC server against grpc.aio (bench.aioserver), side by side.
 
-Both servers run at once on the same models; each round measures both, in alternating order: the
-sequential p50 of health Check, Add and ModelInfer (one client, bench.requestpath's blocks), then the
-throughput of 16 closed-loop clients (bench.endtoend's pool) for Add and for ModelInfer. Printed: the
-median over rounds of each figure and of the per-round ratio aio / sync.
+Three servers run at once on the same models: sync, aio with thread-pool handlers, aio with handlers
+on the loop (`--inline`). Each round measures all three, each first in turn: the sequential p50 of
+health Check, Add and ModelInfer (one client, bench.requestpath's blocks), then the throughput of 16
+closed-loop clients (bench.endtoend's pool) for Add and for ModelInfer. Printed: the median over
+rounds of each figure and of the per-round ratio to sync.
 """
 
 import argparse
@@ -23,13 +24,13 @@ from bench.requestpath import CHECK, INFER, block, callers
 from contract import SPARSE_MODEL
 from service.process import ServerProcess
 
-SYNC, AIO = "sync", "aio"
+SYNC, AIO, INLINE = "sync", "aio", "aio-inline"
 SEQUENTIAL = (CHECK, ADD, INFER)
 LOADED = (ADD, MODEL_INFER)
 
 
-def aio_process(repository: Path, log_path: Path) -> ServerProcess:
-    server = ServerProcess(repository, log_path, 64, 1)
+def aio_process(repository: Path, log_path: Path, inline: bool = False) -> ServerProcess:
+    server = ServerProcess(repository, log_path, 64, 1, extra_args=("--inline",) if inline else ())
     server.argv[server.argv.index("service")] = "bench.aioserver"
     return server
 
@@ -53,13 +54,16 @@ def one_round(servers: dict[str, ServerProcess], order: list[str], pool: ClientP
 
 
 def table(rounds: list[dict[str, dict[str, float]]]) -> list[str]:
-    keys = list(rounds[0][SYNC])
-    lines = ["| figure | sync | aio | aio / sync |", "| --- | ---: | ---: | ---: |"]
-    for key in keys:
+    others = [name for name in rounds[0] if name != SYNC]
+    lines = ["| figure | sync | " + " | ".join(f"{o} | {o} / sync" for o in others) + " |",
+             "| --- | ---: |" + " ---: | ---: |" * len(others)]
+    for key in rounds[0][SYNC]:
         sync = [r[SYNC][key] for r in rounds]
-        aio = [r[AIO][key] for r in rounds]
-        ratio = float(np.median([a / s for a, s in zip(aio, sync)]))
-        lines.append(f"| {key} | {np.median(sync):,.0f} | {np.median(aio):,.0f} | {ratio:.2f}x |")
+        cells = [f"{np.median(sync):,.0f}"]
+        for other in others:
+            values = [r[other][key] for r in rounds]
+            cells += [f"{np.median(values):,.0f}", f"{np.median([v / s for v, s in zip(values, sync)]):.2f}x"]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -79,19 +83,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     rounds = []
     with ServerProcess(repository, out / "server-sync.log", 64, 1) as sync, \
-            aio_process(repository, out / "server-aio.log") as aio:
-        servers = {SYNC: sync, AIO: aio}
+            aio_process(repository, out / "server-aio.log") as aio, \
+            aio_process(repository, out / "server-aio-inline.log", inline=True) as inline:
+        servers = {SYNC: sync, AIO: aio, INLINE: inline}
         pool = ClientPool(min(args.client_processes, args.clients))
         try:
             for name, server in servers.items():  # warm-up: connections, ORT, the thread pools
                 one_round({name: server}, [name], pool, 100, args.clients, 1.0)
             for r in range(args.rounds):
-                order = [SYNC, AIO] if r % 2 == 0 else [AIO, SYNC]
+                names = list(servers)
+                order = names[r % len(names):] + names[:r % len(names)]  # each goes first in turn
                 rounds.append(one_round(servers, order, pool, args.calls, args.clients, args.seconds))
                 print(f"round {r + 1}/{args.rounds}: {json.dumps(rounds[-1])}", file=sys.stderr, flush=True)
         finally:
             pool.close()
-    lines = [f"sync grpc.server vs grpc.aio (thread-pool handlers), {args.rounds} interleaved rounds; CPU {info['cpu']} "
+    lines = [f"sync grpc.server vs grpc.aio (thread-pool handlers; inline: on the loop), {args.rounds} interleaved "
+             f"rounds; CPU {info['cpu']} "
              f"({info['usable_cpus']} usable, clients on the same cores), load average at start "
              f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())}", ""] + table(rounds)
     print("\n".join(lines))
