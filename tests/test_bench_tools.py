@@ -47,3 +47,14 @@ def test_perf_report_lines_become_shares_by_kind():
     assert shares == {"[kernel.kallsyms]": 48.2, "onnxruntime_pybind11_state.so": 15.0, "cygrpc.so": 7.5}
     assert [dso_part(d) for d in shares] == ["kernel (syscalls, network, scheduling)", "ONNX Runtime",
                                              "gRPC C-core (cygrpc)"]
+
+
+def test_compare_measures_two_checkouts_side_by_side(measured_repository, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.compare", "--before", str(ROOT), "--repository",
+                             str(measured_repository), "--out", str(tmp_path), "--rounds", "1", "--calls", "3",
+                             "--clients", "2", "--seconds", "0.3"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # a hang bound
+    assert result.returncode == 0, result.stdout + result.stderr
+    (round_,) = json.loads((tmp_path / "compare.json").read_text())["rounds"]
+    assert set(round_) == {"before", "after"} and round_["before"].keys() == round_["after"].keys()
+    assert all(value > 0 for value in round_["after"].values())
