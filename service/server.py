@@ -40,7 +40,7 @@ class AdderServer:
         self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
         self.models = ModelRegistry(config, self.metrics, on_change=self._model_changed)
         self.health = Health(self.models.names)
-        # A sync thread pool, not grpc.aio: session.run releases the GIL but would block an event loop.
+        # A sync thread pool, not grpc.aio: measured slower here (docs/serving-profile.md: Transport).
         # Past max_concurrent_rpcs grpc answers RESOURCE_EXHAUSTED itself; past max_message_bytes too.
         # No interceptor: service/handlers.py builds each method's handler once (decoding, errors, metrics).
         self.grpc = grpc.server(
