@@ -7,7 +7,7 @@ REPO ?= model_repository
 STAMP := $(VENV)/.installed
 SERVICE_STAMP := $(VENV)/.service-installed
 
-.PHONY: setup setup-service system-deps tools models export run test test-stress bench bench-peers soak protos screenshot clean
+.PHONY: setup setup-service system-deps tools models export run test test-stress bench bench-peers bench-path profile soak protos screenshot clean
 
 # Everything the tests, the export and the bench need (torch included).
 setup: system-deps $(STAMP)
@@ -84,6 +84,15 @@ bench: models setup
 PEERS_ARGS ?=
 bench-peers: models setup
 	$(PY) -m bench.peers --repository $(REPO) --out bench_results/peers $(PEERS_ARGS)
+
+# The request path around the model in three ratios (Add/Check p50, ModelInfer/Add p50, server CPU per
+# Add/Check), one server, one sequential client, interleaved rounds; see docs/serving-profile.md.
+bench-path: models setup
+	$(PY) -m bench.requestpath --repository $(REPO) --out bench_results
+
+# Where a request's server CPU goes at 16 clients (py-spy, and perf where installed): bench_results/profile/.
+profile: models setup
+	$(PY) -m bench.profile --repository $(REPO) --out bench_results/profile
 
 # 64 clients for 60 s against a server process: no error, every answer a+b, RSS flat (README: Reliability).
 soak: models setup

@@ -15,8 +15,11 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
+from service.generated.inference import grpc_predict_v2_pb2 as pb
+from service.generated.inference import grpc_predict_v2_pb2_grpc
 
 ADD, ADD_BATCH, CHECK = "Add", "AddBatch", "Check"
+MODEL_INFER = "ModelInfer"  # KServe v2 ModelInfer, one problem as raw INT64 inputs, every output back
 ADD_HTTP = "Add-HTTP"  # Add as GET /v1/add on the server's HTTP port: the same handler and batcher as gRPC's
 
 
@@ -27,7 +30,7 @@ class HttpCallError(Exception):
 @dataclass(frozen=True)
 class Job:
     target: str
-    method: str  # Add | AddBatch | Check
+    method: str  # Add | AddBatch | Check | ModelInfer | Add-HTTP
     model: str  # "" for Check
     threads: int
     calls_per_thread: int
@@ -48,6 +51,8 @@ def _caller(job: Job, channel: grpc.Channel, rng: np.random.Generator):
         return lambda: stub.Check(request, timeout=job.timeout_s).status == health_pb2.HealthCheckResponse.SERVING
     if job.method == ADD_HTTP:
         return _http_add(job, rng)
+    if job.method == MODEL_INFER:
+        return _model_infer(job, channel, rng)
     stub = adder_pb2_grpc.AdderStub(channel)
     if job.method == ADD_BATCH:
         a, b = rng.integers(0, 100, size=(2, job.rows))
@@ -63,6 +68,28 @@ def _caller(job: Job, channel: grpc.Channel, rng: np.random.Generator):
         response = stub.Add(request, timeout=job.timeout_s)
         return response.sum == expected and response.answer == answer
     return add
+
+
+def infer_request(model: str, a: int, b: int) -> pb.ModelInferRequest:
+    """One problem as a Triton client sends it: raw little-endian INT64 inputs, no outputs named (all)."""
+    request = pb.ModelInferRequest(model_name=model)
+    for name, value in (("a", a), ("b", b)):
+        request.inputs.add(name=name, datatype="INT64", shape=[1])
+        request.raw_input_contents.append(np.array([value], dtype="<i8").tobytes())
+    return request
+
+
+def _model_infer(job: Job, channel: grpc.Channel, rng: np.random.Generator):
+    stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+    pairs = [(int(x), int(y)) for x, y in rng.integers(0, 100, size=(64, 2))]
+    requests = [(infer_request(job.model, x, y), x + y) for x, y in pairs]
+    counter = iter(range(1 << 62))
+
+    def infer() -> bool:
+        request, expected = requests[next(counter) % len(requests)]
+        response = stub.ModelInfer(request, timeout=job.timeout_s)
+        return int(np.frombuffer(response.raw_output_contents[0], dtype="<i8")[0]) == expected
+    return infer
 
 
 def _http_add(job: Job, rng: np.random.Generator):

@@ -11,7 +11,7 @@ from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 from service.metrics import Metrics
 from service.models import ModelRegistry, ServedModel
 from service.rpc_watch import rpc_watch
-from service.runtime import active_edges, answer_text
+from service.runtime import answer_text, edges_of_answer
 from service.validation import operand_arrays, operand_pair
 
 
@@ -36,7 +36,7 @@ class AdderServicer(adder_pb2_grpc.AdderServicer):
         response = adder_pb2.AddResponse(sum=int(answers.sums[0]), answer=answer_text(answers.digits[0]),
                                          model=model.name, model_version=model.version)
         if request.trace:
-            for layer, head, query, key in active_edges(answers, 0, list(model.edges)):
+            for layer, head, query, key in edges_of_answer(answers, 0, list(model.edges)):
                 response.edges.add(layer=layer, head=head, query=query, key=key)
         return response
 

@@ -48,7 +48,10 @@ class _State(enum.Enum):
     GONE = "gone"  # left (Leave) before its batch ran: never run
 
 
-# watch(on_end): calls on_end(Leave) when the request's RPC ends (at once if it has ended already).
+_WAITING = frozenset((_State.QUEUED, _State.TAKEN, _State.LEAD))  # the states a request can leave from
+
+# watch(on_end): calls on_end(Leave) when the request's RPC ends (at once if it has ended already). The
+# batcher's on_end also has `waiting()`: a watch may ask it first and skip the call once it is False.
 Watch = Callable[[Callable[[Leave], None]], None]
 
 
@@ -80,6 +83,21 @@ class _Request:
     def time_left(self) -> float:
         """Seconds until its deadline (-1: none), the way lock.acquire takes a timeout."""
         return -1 if self.expires is None else max(self.expires - time.perf_counter(), 0.0)
+
+
+class _Departure:
+    """A request's on_end for its watch: it leaves for the reason given, if it still waits."""
+
+    __slots__ = ("batcher", "request")
+
+    def __init__(self, batcher: "Batcher", request: _Request):
+        self.batcher, self.request = batcher, request
+
+    def __call__(self, reason: Leave) -> None:
+        self.batcher._leave(self.request, reason)
+
+    def waiting(self) -> bool:
+        return self.request.state in _WAITING
 
 
 class Batcher:
@@ -129,13 +147,17 @@ class Batcher:
             if self._busy:
                 self._queue.append(request)
                 self._queued_rows += request.rows
-                # a leader waiting to fill its batch counts its own rows too: let it take this one now
-                self._full.notify()
+                if self._filling:  # a leader waiting to fill its batch: let it take this one now
+                    self._full.notify()
+                waits = True
             else:
                 self._busy = True
                 self._start_batch(request)
-        if watch is not None:
-            watch(lambda reason: self._leave(request, reason))
+                waits = self._fill_by is not None
+        # A leader that runs at once can no longer leave (nothing waits), so it needs no watch: the
+        # lone caller of sequential traffic registers no callback with its RPC.
+        if watch is not None and waits:
+            watch(_Departure(self, request))
         if request.state is not _State.LEAD:
             self._follow(request)
             if request.state is not _State.LEAD:

@@ -19,7 +19,7 @@ from service.batcher import Batcher, Watch
 from service.errors import FailedPrecondition
 from service.repository import ModelFiles, RepositoryError
 from contract.domain import operands
-from service.runtime import Answers, Edge, OnnxModel, answer_text
+from service.runtime import Answers, EdgeKey, OnnxModel, answer_text
 
 
 class MaskedOnnxModel(OnnxModel):
@@ -74,7 +74,7 @@ def load_explain_graph(files: ModelFiles, n_edges: int, served: OnnxModel, threa
 
 @dataclass(frozen=True)
 class EdgeAblation:
-    edge: Edge
+    edge: EdgeKey
     necessary: bool  # closing it alone changes the answer
     sum_without: int
     answer_without: str

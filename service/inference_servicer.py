@@ -9,15 +9,15 @@ from service.errors import FailedPrecondition, InvalidArgument, rpc, shown
 from service.generated.inference import grpc_predict_v2_pb2 as pb
 from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.metrics import Metrics
-from service.models import FAILED, LOAD_FAILED, READY, REFUSED, UNLOADED, ModelRegistry, ServedModel
+from service.models import ModelRegistry, ModelState, ReloadResult, ServedModel
 from service.rpc_watch import rpc_watch
-from service.tensors import output_tensor, read_inputs
+from service.tensors import output_tensors, read_inputs
 from service.validation import operand_arrays
 
 SERVER_NAME = "sparse-adder"
 PLATFORM = "onnxruntime_onnx"
 # RepositoryIndex speaks Triton's state words; the reason (and ListModels) says which failure it was.
-_TRITON_STATES = {FAILED: "UNAVAILABLE", UNLOADED: "UNAVAILABLE", "": "UNAVAILABLE"}
+_TRITON_STATES = {ModelState.FAILED: "UNAVAILABLE", ModelState.UNLOADED: "UNAVAILABLE", "": "UNAVAILABLE"}
 
 
 def _server_version() -> str:
@@ -97,18 +97,15 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument(f"model {model.name} has no output {shown(unknown[0])}; outputs: {available}")
         answers = self.models.infer(model, a, b, context.time_remaining(), rpc_watch(context))
         values = {OUTPUT_SUM: answers.sums, OUTPUT_DIGITS: answers.digits, OUTPUT_EDGES: answers.edges}
-        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-        for name in wanted:
-            meta, raw = output_tensor(name, values[name])
-            response.outputs.append(meta)
-            response.raw_output_contents.append(raw)
-        return response
+        metas, raws = output_tensors(wanted, values)
+        return pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id,
+                                     outputs=metas, raw_output_contents=raws)
 
     @rpc("RepositoryIndex")
     def RepositoryIndex(self, request, context):
         index = pb.RepositoryIndexResponse()
         for name, version, state, reason in self.models.index():
-            if not request.ready or state == READY:
+            if not request.ready or state == ModelState.READY:
                 index.models.add(name=name, version=version, state=_TRITON_STATES.get(state, state), reason=reason)
         return index
 
@@ -121,7 +118,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             raise InvalidArgument(f"parameter {overrides[0]!r} is not supported: models load only from the "
                                   "repository, with their manifest and self-test")
         (outcome,) = self.models.reload([request.model_name])
-        if outcome.result in (REFUSED, LOAD_FAILED):
+        if outcome.result in (ReloadResult.REFUSED, ReloadResult.FAILED):
             raise FailedPrecondition(f"model {outcome.model} version {outcome.version} not loaded: {outcome.reason}")
         return pb.RepositoryModelLoadResponse()
 

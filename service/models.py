@@ -4,6 +4,7 @@ A reload (SIGHUP, RepositoryModelLoad) loads a model's newest version beside the
 it in only once it has passed the same checks; requests already holding the old version finish on it.
 """
 
+import enum
 import logging
 import threading
 import time
@@ -20,13 +21,30 @@ from service.errors import FailedPrecondition, NotFound, Unavailable, shown
 from service.explain import Explainer, load_explain_graph
 from service.metrics import Metrics
 from service.repository import ModelFiles, RepositoryError, discover, read_model, verify_sha256
-from service.runtime import Answers, Edge, OnnxModel, self_test
+from service.runtime import Answers, EdgeKey, OnnxModel, self_test
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, FAILED, UNLOADED = "LOADING", "READY", "FAILED", "UNLOADED"
-# Outcomes of a reload, per model (also the `result` label of adder_model_reloads_total).
-RELOADED, UNCHANGED, REFUSED, LOAD_FAILED, UNLOADED_NOW = "loaded", "unchanged", "refused", "failed", "unloaded"
+
+class ModelState(enum.StrEnum):
+    """Where a served model is (ListModels' `state`, RepositoryIndex's reason); the value is the wire string."""
+
+    LOADING = "LOADING"
+    READY = "READY"
+    FAILED = "FAILED"  # its files, hash, graph or self-test failed: the reason says which
+    UNLOADED = "UNLOADED"  # unloaded on purpose (RepositoryModelUnload)
+
+
+class ReloadResult(enum.StrEnum):
+    """What one reload did to a model; the value is the `result` label of adder_model_reloads_total."""
+
+    LOADED = "loaded"  # a new version passed every check and serves now
+    UNCHANGED = "unchanged"  # its files did not change
+    REFUSED = "refused"  # a new version failed its checks; the serving one stays
+    FAILED = "failed"  # it failed its checks and nothing served before
+    UNLOADED = "unloaded"  # RepositoryModelUnload
+
+
 _REASON_CHARS = 500
 
 
@@ -34,19 +52,19 @@ _REASON_CHARS = 500
 class ServedModel:
     name: str
     version: str
-    state: str = LOADING
+    state: ModelState = ModelState.LOADING
     reason: str = ""
     files: ModelFiles | None = None
     runtime: OnnxModel | None = None
     batcher: Batcher | None = None
-    edges: tuple[Edge, ...] = ()  # circuit edges, the column order of the `edges` output
+    edges: tuple[EdgeKey, ...] = ()  # circuit edges, the column order of the `edges` output
     self_test_correct: int = 0
     explainer: Explainer | None = None  # explain.onnx and its own batcher (sparse builds that have one)
     refused: tuple[str, str] | None = None  # (version, reason) of the last new version a reload refused
 
     @property
     def ready(self) -> bool:
-        return self.state == READY
+        return self.state == ModelState.READY
 
 
 class ModelRegistry:
@@ -69,7 +87,7 @@ class ModelRegistry:
 
     @property
     def all_ready(self) -> bool:
-        loaded = [m for m in self.models.values() if m.state != UNLOADED]
+        loaded = [m for m in self.models.values() if m.state != ModelState.UNLOADED]
         return bool(loaded) and all(m.ready for m in loaded)
 
     def load_all(self) -> None:
@@ -98,7 +116,7 @@ class ModelRegistry:
             outcomes = [self._reload_one(name, found[name]) for name in (names or found)]
         for outcome in outcomes:
             self._metrics.reloads.labels(outcome.model, outcome.result).inc()
-            level = logging.WARNING if outcome.result in (REFUSED, LOAD_FAILED) else logging.INFO
+            level = logging.WARNING if outcome.result in (ReloadResult.REFUSED, ReloadResult.FAILED) else logging.INFO
             log.log(level, "model reload", extra={"fields": vars(outcome)})
         return outcomes
 
@@ -106,13 +124,14 @@ class ModelRegistry:
         """Stop serving `name`: new requests UNAVAILABLE, requests already running finish."""
         with self._reloading:
             current = self.lookup(name)
-            if current.state == LOADING:
+            if current.state == ModelState.LOADING:
                 raise FailedPrecondition(f"model {current.name} is still loading")
-            self._publish(ServedModel(current.name, current.version, UNLOADED, "unloaded by RepositoryModelUnload"))
+            self._publish(ServedModel(current.name, current.version, ModelState.UNLOADED,
+                                      "unloaded by RepositoryModelUnload"))
             self._metrics.model_ready.labels(current.name).set(0)
             self._on_change(current.name, None)
-        outcome = ReloadOutcome(current.name, current.version, UNLOADED_NOW)
-        self._metrics.reloads.labels(current.name, UNLOADED_NOW).inc()
+        outcome = ReloadOutcome(current.name, current.version, ReloadResult.UNLOADED)
+        self._metrics.reloads.labels(current.name, ReloadResult.UNLOADED).inc()
         log.info("model unloaded", extra={"fields": vars(outcome)})
         return outcome
 
@@ -168,7 +187,7 @@ class ModelRegistry:
         for model in list(self.models.values()):
             rows.append((model.name, model.version, model.state, model.reason))
             if model.refused is not None and model.refused[0] != model.version:
-                rows.append((model.name, model.refused[0], FAILED, model.refused[1]))
+                rows.append((model.name, model.refused[0], ModelState.FAILED, model.refused[1]))
         try:
             found = discover(Path(self._config.model_repository))
         except RepositoryError:
@@ -180,13 +199,14 @@ class ModelRegistry:
     def _reload_one(self, name: str, version: str) -> "ReloadOutcome":
         current = self.models.get(name)
         if current is not None and current.ready and current.version == version and self._same_files(current):
-            return ReloadOutcome(name, version, UNCHANGED)
+            return ReloadOutcome(name, version, ReloadResult.UNCHANGED)
         candidate = self._prepare(name, version)
         if candidate.ready or current is None or not current.ready:
             self._install(candidate)
-            return ReloadOutcome(name, version, RELOADED if candidate.ready else LOAD_FAILED, candidate.reason)
+            result = ReloadResult.LOADED if candidate.ready else ReloadResult.FAILED
+            return ReloadOutcome(name, version, result, candidate.reason)
         current.refused = (version, candidate.reason)
-        return ReloadOutcome(name, version, REFUSED,
+        return ReloadOutcome(name, version, ReloadResult.REFUSED,
                              f"{candidate.reason}; still serving version {current.version}")
 
     def _same_files(self, model: ServedModel) -> bool:
@@ -217,14 +237,15 @@ class ModelRegistry:
                                       f"first wrong: {result.first_wrong}")
             explain_graph = load_explain_graph(files, len(model.edges), model.runtime, self._config.intra_op_threads)
         except Exception as error:  # any failure (files, hash, ORT refusing the graph, self-test) = FAILED
-            model.state, model.reason, model.runtime = FAILED, _one_line(str(error) or type(error).__name__), None
+            model.state, model.reason, model.runtime = (ModelState.FAILED, _one_line(str(error) or type(error).__name__),
+                                                         None)
             log.error("model failed", extra={"fields": {"model": name, "version": version, "reason": model.reason}})
             return model
         model.batcher = self._batcher(name, model.runtime.run)
         if explain_graph is not None:
             model.explainer = Explainer(explain_graph, self._batcher(f"{name}/explain", explain_graph.run),
                                         files.manifest.explain.sha256)
-        model.state = READY
+        model.state = ModelState.READY
         manifest = files.manifest
         log.info("model ready", extra={"fields": {
             "model": name, "version": version, "sha256": files.sha256,
@@ -257,7 +278,7 @@ class ModelRegistry:
 class ReloadOutcome:
     model: str
     version: str
-    result: str  # RELOADED, UNCHANGED, REFUSED, LOAD_FAILED or UNLOADED_NOW
+    result: ReloadResult
     reason: str = ""
 
 

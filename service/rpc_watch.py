@@ -13,8 +13,13 @@ def rpc_watch(context) -> Watch:
     """A grpc.ServicerContext, or service.http_calls.HttpContext (which knows why its request ended)."""
 
     def watch(on_end) -> None:
+        # Most RPCs end after their answer: an on_end that can tell (Batcher's) is asked first, and then
+        # there is nothing to leave and no reason to work out.
+        waiting = getattr(on_end, "waiting", None)
+
         def ended() -> None:
-            on_end(end_reason(context))
+            if waiting is None or waiting():
+                on_end(end_reason(context))
 
         if not context.add_callback(ended):  # the RPC has ended already
             ended()

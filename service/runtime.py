@@ -9,7 +9,9 @@ import onnxruntime as ort
 from contract import INPUT_A, INPUT_B, INPUT_EDGE_MASK, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
 from contract.domain import answer_digits, operands
 
-Edge = tuple[int, int, int, int]  # (layer, head, query position, key position)
+# An attention edge as a key: (layer, head, query position, key position). contract.circuit.Edge is the
+# dataclass with its counts; the service needs only the position, as a hashable tuple.
+EdgeKey = tuple[int, int, int, int]
 MAX_ROWS_PER_RUN = 1024  # larger requests run in slices: bounded memory, per-row cost already flat here
 
 
@@ -69,7 +71,7 @@ def answer_text(digits: np.ndarray) -> str:
     return "".join(map(str, digits.tolist()))
 
 
-def active_edges(answers: Answers, row: int, columns: list[Edge]) -> list[Edge]:
+def edges_of_answer(answers: Answers, row: int, columns: list[EdgeKey]) -> list[EdgeKey]:
     """The edges active for one problem; a model without an edges output uses all its edges always."""
     if answers.edges is None:
         return list(columns)

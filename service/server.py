@@ -11,10 +11,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from service import logs, tls
+from service import handlers, logs, tls
 from service.adder_servicer import AdderServicer
 from service.config import Config
-from service.decoding import DecodeErrorInterceptor
 from service.generated.adder.v1 import adder_pb2_grpc
 from service.generated.inference import grpc_predict_v2_pb2_grpc
 from service.health import SERVICES, Health
@@ -46,21 +45,22 @@ class AdderServer:
         self.metrics = Metrics(registry if registry is not None else CollectorRegistry())
         self.models = ModelRegistry(config, self.metrics, on_change=self._model_changed)
         self.health = Health(self.models.names)
-        # A sync thread pool, not grpc.aio: session.run releases the GIL but would block an event loop.
+        # A sync thread pool, not grpc.aio: measured slower here (docs/serving-profile.md: Transport).
         # Past max_concurrent_rpcs grpc answers RESOURCE_EXHAUSTED itself; past max_message_bytes too.
+        # No interceptor: service/handlers.py builds each method's handler once (decoding, errors, metrics).
         self.grpc = grpc.server(
             ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="rpc"),
-            interceptors=(DecodeErrorInterceptor(),),
             options=(("grpc.max_receive_message_length", config.max_message_bytes),
                      ("grpc.max_send_message_length", config.max_message_bytes),
                      # Shared only between workers: alone, a port another server holds is an error,
                      # not a silent split of its traffic (gRPC's default on Linux).
                      ("grpc.so_reuseport", int(worker is not None))),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs or None)
-        adder_pb2_grpc.add_AdderServicer_to_server(AdderServicer(config, self.models, self.metrics), self.grpc)
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(config, self.models, self.metrics), self.grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
+        handlers.register(self.grpc, adder_pb2_grpc.add_AdderServicer_to_server,
+                          AdderServicer(config, self.models, self.metrics))
+        handlers.register(self.grpc, grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server,
+                          InferenceServicer(config, self.models, self.metrics))
+        handlers.register(self.grpc, health_pb2_grpc.add_HealthServicer_to_server, self.health.servicer)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.grpc)
