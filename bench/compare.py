@@ -25,7 +25,7 @@ from bench.proctime import cpu_seconds
 from bench.report import machine
 from bench.requestpath import CHECK, INFER, block, callers, ratios
 from contract import SPARSE_MODEL
-from service.process import ServerProcess
+from service.process import ONE_PROCESS, ServerProcess
 
 BEFORE, AFTER = "before", "after"
 HERE = str(Path(__file__).resolve().parents[1])
@@ -33,7 +33,7 @@ HERE = str(Path(__file__).resolve().parents[1])
 
 def server_of(tree: str, repository: Path, log_path: Path) -> ServerProcess:
     """`python -m service` as `tree` has it (its own service/, contract/ and generated stubs)."""
-    server = ServerProcess(repository, log_path, 64, 1)
+    server = ServerProcess(repository, log_path, 64, 1, extra_args=ONE_PROCESS)
     at = server.argv.index("-m")
     server.argv[at:at + 2] = ["-c", f"import sys; sys.path.insert(0, {tree!r}); import runpy; "
                                     "runpy.run_module('service', run_name='__main__', alter_sys=True)"]

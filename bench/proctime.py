@@ -3,23 +3,33 @@
 import os
 from pathlib import Path
 
+from service.process import process_tree
+
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def cpu_seconds(pid: int) -> float:
-    """On-CPU seconds of every live thread of `pid` (user + system).
+    """On-CPU seconds of every live thread of `pid` and of its worker processes (user + system).
 
     /proc/<pid>/stat counts in clock ticks (10 ms), too coarse for a few hundred calls of ~100 us each;
     each thread's schedstat counts nanoseconds. A thread that exits between two readings takes its time
     with it, so this is for servers whose threads live on (gRPC's pool, the poller, the HTTP loop).
     """
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):  # the thread ended while we listed them
-            continue
+    for process in process_tree(pid):
+        for task in _tasks(process):
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):  # the thread ended while we listed them
+                continue
     return total / 1e9
+
+
+def _tasks(pid: int) -> list[Path]:
+    try:
+        return list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # the process exited
+        return []
 
 
 def cpu_seconds_coarse(pid: int) -> float:

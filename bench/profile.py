@@ -31,7 +31,7 @@ from bench.proctime import cpu_seconds
 from bench.report import machine
 from bench.stacks import Profile, dso_part, read_perf_dsos, read_raw
 from contract import SPARSE_MODEL
-from service.process import ServerProcess
+from service.process import ONE_PROCESS, ServerProcess
 
 MARGIN_S = 0.5  # left out at both ends of a run: clients starting and stopping
 
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
              f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())}; server "
              f"{' '.join(args.server_args) or 'defaults'}.", ""]
     results = {}
-    with ServerProcess(Path(args.repository), out / "server.log", 64, 1, extra_args=tuple(args.server_args)) as server:
+    with ServerProcess(Path(args.repository), out / "server.log", 64, 1, extra_args=(*ONE_PROCESS, *args.server_args)) as server:
         pool = ClientPool(min(args.client_processes, args.concurrency))
         try:
             for method in [m.strip() for m in args.methods.split(",") if m.strip()]:

@@ -36,7 +36,7 @@ from bench.targets import Check
 from contract import MODEL_FILE, SPARSE_MODEL, model_dir
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
 from service.generated.inference import grpc_predict_v2_pb2_grpc
-from service.process import ServerProcess
+from service.process import ONE_PROCESS, ServerProcess
 from service.runtime import OnnxModel
 
 CHECK, ADD, INFER = "Check", "Add", "ModelInfer"
@@ -177,7 +177,7 @@ def measure(repository: Path, log_path: Path, n_rounds: int, calls: int, warmup:
             server_args: Sequence[str] = ()) -> tuple[list[Check], str]:
     """Start a server, warm every kind up, then the interleaved rounds; the three targets and a line on
     how much of the Add - Check gap is the model's run."""
-    with ServerProcess(repository, log_path, 64, 1, extra_args=tuple(server_args)) as server:
+    with ServerProcess(repository, log_path, 64, 1, extra_args=(*ONE_PROCESS, *server_args)) as server:
         with grpc.insecure_channel(server.target) as channel:
             call = callers(channel, model)
             for kind in KINDS:

@@ -22,7 +22,7 @@ from bench.endtoend import ClientPool, Scenario
 from bench.report import machine
 from bench.requestpath import CHECK, INFER, block, callers
 from contract import SPARSE_MODEL
-from service.process import ServerProcess
+from service.process import ONE_PROCESS, ServerProcess
 
 SYNC, AIO, INLINE = "sync", "aio", "aio-inline"
 SEQUENTIAL = (CHECK, ADD, INFER)
@@ -30,7 +30,7 @@ LOADED = (ADD, MODEL_INFER)
 
 
 def aio_process(repository: Path, log_path: Path, inline: bool = False) -> ServerProcess:
-    server = ServerProcess(repository, log_path, 64, 1, extra_args=("--inline",) if inline else ())
+    server = ServerProcess(repository, log_path, 64, 1, extra_args=(*ONE_PROCESS, "--inline") if inline else ONE_PROCESS)
     server.argv[server.argv.index("service")] = "bench.aioserver"
     return server
 
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repository = Path(args.repository)
     info = machine()
     rounds = []
-    with ServerProcess(repository, out / "server-sync.log", 64, 1) as sync, \
+    with ServerProcess(repository, out / "server-sync.log", 64, 1, extra_args=ONE_PROCESS) as sync, \
             aio_process(repository, out / "server-aio.log") as aio, \
             aio_process(repository, out / "server-aio-inline.log", inline=True) as inline:
         servers = {SYNC: sync, AIO: aio, INLINE: inline}

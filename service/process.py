@@ -17,6 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 
+# extra_args for a server of one process (no worker supervisor): what request-path measurements profile.
+ONE_PROCESS = ("--workers", "1")
+
+
 class ServerError(RuntimeError):
     pass
 
