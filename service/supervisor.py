@@ -13,24 +13,17 @@ import dataclasses
 import logging
 import os
 import queue
-import shutil
 import signal
-import tempfile
 import threading
 import time
-from pathlib import Path
-
-from prometheus_client import CollectorRegistry, multiprocess
-from prometheus_client.core import GaugeMetricFamily
 
 from service.config import Config
-from service.metrics import MetricsEndpoint
 from service.ports import reserve_port
+from service.shared_metrics import SharedMetrics
 from service.worker_link import FAILED, LOADED, RELOADED, STOPPED
 from service.worker_pool import EXITED, WorkerEvent, WorkerPool
 
 log = logging.getLogger(__name__)
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _EXIT_MARGIN_S = 15.0  # past the grace period: a worker's own stop releases its ports, models, threads
 _MAX_RESTART_DELAY_S = 30.0
 
@@ -41,10 +34,7 @@ class Supervisor:
         self.workers = workers
         self._stop, self._reload = threading.Event(), threading.Event()
         self._reserved = []  # the port-holding sockets, closed at exit
-        self._metrics_dir: Path | None = None
-        self._own_metrics_dir = False
-        self.registry = CollectorRegistry()
-        self._endpoint: MetricsEndpoint | None = None
+        self.metrics: SharedMetrics | None = None
         self._pool: WorkerPool | None = None
         self._loaded: dict[int, dict] = {}  # worker -> its LOADED fields (the first start)
         self._reloading: dict[int, dict] = {}  # live worker -> its RELOADED results (None: not yet)
@@ -61,7 +51,8 @@ class Supervisor:
             signal.signal(signum, lambda number, frame: self._stop.set())
         signal.signal(signal.SIGHUP, lambda number, frame: self._reload.set())
         try:
-            self._pool = WorkerPool(self._prepare(), {**os.environ, MULTIPROC_ENV: str(self._metrics_dir)})
+            worker_config = self._prepare()
+            self._pool = WorkerPool(worker_config, {**os.environ, **self.metrics.worker_environ()})
             failure = self._start_workers()
             if failure:
                 self._pool.signal_all(signal.SIGTERM)
@@ -87,26 +78,11 @@ class Supervisor:
         if http_port >= 0:
             self._reserved.append(reserve_port(host, http_port, "HTTP"))
             http_port = self._reserved[-1].getsockname()[1]
-        self._metrics_dir = self._metrics_folder()
-        multiprocess.MultiProcessCollector(self.registry, path=str(self._metrics_dir))
-        self.registry.register(_WorkersCollector(self))
+        self.metrics = SharedMetrics(lambda: len(self._pool.live()) if self._pool else 0)
         if self.config.metrics_port >= 0:
-            self._endpoint = MetricsEndpoint(self.registry, self.config.metrics_host or host,
-                                             self.config.metrics_port)
+            self.metrics.serve(self.config.metrics_host or host, self.config.metrics_port)
         return dataclasses.replace(self.config, workers=1, grpc_port=grpc_socket.getsockname()[1],
                                    http_port=http_port, metrics_port=-1)
-
-    def _metrics_folder(self) -> Path:
-        """$PROMETHEUS_MULTIPROC_DIR emptied (values of an earlier run would add up), else a new temp folder."""
-        given = os.environ.get(MULTIPROC_ENV)
-        if not given:
-            self._own_metrics_dir = True
-            return Path(tempfile.mkdtemp(prefix="adder-metrics-"))
-        folder = Path(given)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in folder.glob("*.db"):
-            stale.unlink()
-        return folder
 
     def _start_workers(self) -> str:
         """Start every worker and wait until each serves; the reason one could not ("" if all do)."""
@@ -131,9 +107,9 @@ class Supervisor:
         log.info("listening", extra={"fields": {
             "host": self.config.host, "grpc_port": self._reserved[0].getsockname()[1],
             "http_port": self._reserved[1].getsockname()[1] if len(self._reserved) > 1 else None,
-            "metrics_port": self._endpoint.port if self._endpoint else None, "tls": tls,
+            "metrics_port": self.metrics.port, "tls": tls,
             "workers": self.workers, "pids": [self._pool.processes[i].pid for i in range(self.workers)],
-            "metrics_dir": str(self._metrics_dir)}})
+            "metrics_dir": str(self.metrics.folder)}})
         log.info("models loaded", extra={"fields": {"ready": first["ready"], "failed": first["failed"]}})
 
     def _supervise(self) -> None:
@@ -158,7 +134,7 @@ class Supervisor:
             log.info("worker restarted", extra={"fields": {"worker": event.worker, "pid": event.pid}})
         elif event.event == EXITED:
             self._exited.add(event.pid)
-            multiprocess.mark_process_dead(event.pid, str(self._metrics_dir))
+            self.metrics.worker_exited(event.pid)
             crashes = self._crashes.get(event.worker, 0)
             delay = min(2.0 ** crashes - 1, _MAX_RESTART_DELAY_S)
             self._crashes[event.worker] = crashes + 1
@@ -171,11 +147,8 @@ class Supervisor:
     def _log_reload_if_done(self) -> None:
         if not self._reloading or any(results is None for results in self._reloading.values()):
             return
-        merged: dict[str, str] = {}
-        for results in self._reloading.values():
-            for model, result in results.items():
-                merged[model] = result if merged.get(model, result) == result else "mixed"
-        log.info("reloaded", extra={"fields": {"results": merged, "workers": len(self._reloading)}})
+        log.info("reloaded", extra={"fields": {"results": merged_results(list(self._reloading.values())),
+                                               "workers": len(self._reloading)}})
         self._reloading = {}
 
     def _restart_due(self) -> None:
@@ -189,7 +162,7 @@ class Supervisor:
         grace = self.config.grace_seconds
         start = time.perf_counter()
         log.info("signal received, shutting down", extra={"fields": {"grace_seconds": grace}})
-        log.info("draining", extra={"fields": {"inflight": self.inflight()}})
+        log.info("draining", extra={"fields": {"inflight": self.metrics.inflight()}})
         self._pool.signal_all(signal.SIGTERM)
         killed = self._pool.wait_all(grace + _EXIT_MARGIN_S)
         self._collect_stops()
@@ -210,25 +183,17 @@ class Supervisor:
             elif event.event == EXITED:
                 pending.discard(event.pid)
 
-    def inflight(self) -> float:
-        return self.registry.get_sample_value("adder_inflight_requests") or 0.0
-
     def _clean_up(self) -> None:
-        if self._endpoint:
-            self._endpoint.stop()
+        if self.metrics:
+            self.metrics.close()
         for reserved in self._reserved:
             reserved.close()
-        if self._own_metrics_dir and self._metrics_dir:
-            shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
 
-class _WorkersCollector:
-    """adder_workers: worker processes alive right now (a dead one is started again)."""
-
-    def __init__(self, supervisor: Supervisor):
-        self._supervisor = supervisor
-
-    def collect(self):
-        pool = self._supervisor._pool
-        yield GaugeMetricFamily("adder_workers", "Server worker processes alive (ADDER_WORKERS).",
-                                value=len(pool.live()) if pool else 0)
+def merged_results(by_worker: list[dict[str, str]]) -> dict[str, str]:
+    """Each model's reload result, the same in every worker, else "mixed" (their own lines say which)."""
+    merged: dict[str, str] = {}
+    for results in by_worker:
+        for model, result in results.items():
+            merged[model] = result if merged.get(model, result) == result else "mixed"
+    return merged
