@@ -6,7 +6,7 @@ problems. Everything it marks dead is structurally zero and compile.py removes i
 
 import torch
 
-from export.model import GATE_RULE, AdderTransformer
+from export.model import GATE_RULES, RENORMALISED_RULE, AdderTransformer
 from contract import VOCAB
 from contract.circuit import Circuit, Edge, EdgesPerProblem, EdgeStats
 from export.evaluate import greedy_digits
@@ -25,7 +25,7 @@ def problem_stats(per_problem: torch.Tensor, carry: torch.Tensor) -> EdgesPerPro
 
 
 def live_positions(n_layers: int, n_positions: int, predicting: range, rows: list[set[int]]) -> list[list[int]]:
-    """(layer, position) pairs whose residual input is needed, propagated backwards.
+    """(layer, position) pairs whose residual input is needed under the paper's rule, propagated backwards.
 
     A live query row needs the keys of *every* causal position at its layer (the softmax is not
     renormalised, so its denominator sums them all), and the residual stream carries each need down
@@ -38,6 +38,24 @@ def live_positions(n_layers: int, n_positions: int, predicting: range, rows: lis
             needed |= set(range(max(rows[layer]) + 1))
         out += [[layer, p] for p in sorted(needed)]
     return sorted(out)
+
+
+def edge_cone(n_layers: int, predicting: range, edges) -> list[set[int]]:
+    """Per layer, the positions whose residual input the answers need under the renormalised rule:
+    the predicting positions, plus, layer by layer downwards, the keys of the circuit's edges
+    (layer, head, query, key) whose query row is needed. Nothing else is read by any answer."""
+    needed = set(predicting)
+    cone = [set() for _ in range(n_layers)]
+    for layer in reversed(range(n_layers)):
+        needed |= {key for l, _, query, key in edges if l == layer and query in needed}
+        cone[layer] = set(needed)
+    return cone
+
+
+def cone_positions(n_layers: int, predicting: range, edges) -> list[list[int]]:
+    """edge_cone as sorted (layer, position) pairs, the form of Circuit.live_positions."""
+    cone = edge_cone(n_layers, predicting, edges)
+    return sorted([layer, p] for layer in range(n_layers) for p in cone[layer])
 
 
 @torch.no_grad()
@@ -83,7 +101,7 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
              for blk in model.blocks]
     return Circuit(
         model=name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_positions=T,
-        tokens=VOCAB, gate_rule=GATE_RULE if gated else "dense: every causal pair",
+        tokens=VOCAB, gate_rule=GATE_RULES[cfg.gate_rule] if gated else "dense: every causal pair",
         domain_size=len(a), possible_edges_per_problem=possible, edges=edges,
         edges_per_problem=problem_stats(per_problem, carry),
         density=round(per_problem.float().mean().item() / possible, 6),
@@ -91,5 +109,6 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
         dead_query_rows=[[l, h, q] for l, h, q in (~rows_alive).nonzero().tolist()],
         neurons_kept=[int(m.sum()) for m in masks], neurons_total=[cfg.d_mlp] * cfg.n_layers,
         neuron_masks=[m.nonzero().flatten().tolist() for m in masks],
-        live_positions=live_positions(cfg.n_layers, T, predicting, rows),
+        live_positions=cone_positions(cfg.n_layers, predicting, [(e.layer, e.head, e.query, e.key) for e in edges])
+        if gated and cfg.gate_rule == RENORMALISED_RULE else live_positions(cfg.n_layers, T, predicting, rows),
     )

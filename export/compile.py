@@ -5,8 +5,10 @@ dense circuit (every causal edge), so both builds get the same KV cache and the 
 sparse build differs only by what its circuit proves structurally zero over all 10,000 problems:
   * heads with no live edge at a layer, and layers with no live head, are absent;
   * query rows are computed only where a live edge or a downstream reader needs them;
-  * keys are computed for every causal position of a live row (the softmax denominator is not
-    renormalised, so it needs them all), values and keys nowhere else;
+  * keys are computed for every causal position of a live row (under the paper's rule the softmax
+    denominator is not renormalised, so it needs them all), values and keys nowhere else; under the
+    renormalised rule the softmax runs over the open circuit edges only (liveness is still the
+    paper's superset: computing only the edge cone is issue #20's next step, docs/liveness-plan.md);
   * MLP neurons whose gate is closed are sliced out; a layer's MLP runs only at positions read later;
   * positions that never read another token become table lookups (see tables.py).
 """
@@ -17,8 +19,8 @@ import numpy as np
 import onnx
 
 from contract import ANSWER_DIGITS, INPUT_A, INPUT_B, INPUT_EDGE_MASK, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
-from export.circuit import Circuit
-from export.model import AdderTransformer
+from export.circuit import Circuit, live_positions
+from export.model import RENORMALISED_RULE, AdderTransformer
 from export.onnx_builder import BOOL, INT64, GraphBuilder, tensor_info
 from export.tables import position_tables
 from export.task import EQUALS, PLUS, PREDICT_FROM, VOCAB_SIZE
@@ -49,8 +51,11 @@ def liveness(circuit: Circuit, n_layers: int, n_positions: int) -> Liveness:
     heads = [circuit.live_heads(l) for l in range(n_layers)]
     rows = [circuit.live_rows(l) for l in range(n_layers)]
     key_limit = [max(r, default=-1) for r in rows]
-    # what layer l + 1 reads is the circuit's backward liveness; after the last layer, the predictions
-    live_inputs = [{p for layer, p in circuit.live_positions if layer == l} for l in range(n_layers)]
+    # what layer l + 1 reads is the backward liveness of the paper's rule (every causal key of a live
+    # row), a superset of the renormalised rule's edge cone that also computes every reported gate;
+    # after the last layer, the predictions
+    paper_live = live_positions(n_layers, n_positions, range(PREDICT_FROM, n_positions), rows)
+    live_inputs = [{p for layer, p in paper_live if layer == l} for l in range(n_layers)]
     need_after = live_inputs[1:] + [set(range(PREDICT_FROM, n_positions))]
     self_only = {p for p in range(n_positions) if p == 0 or not any(p in r for r in rows)}
     return Liveness(heads, rows, key_limit, need_after, self_only)
@@ -234,9 +239,14 @@ class _Decoder:
             logits_masked = self.g.op("Add", [logits, self.g.const(np.where(future, NEG_INF, 0).astype(np.float32))])
         else:
             logits_masked = logits
-        weights = self.g.op("Softmax", [logits_masked], axis=-1)
         if self.gated:
-            weights = self.gate(l, logits, weights, q_pos, keys)
+            open_ = self.gate(l, logits, q_pos, keys)
+            if self.m.cfg.gate_rule == RENORMALISED_RULE:  # softmax over the open edges; none open: 0
+                logits_masked = self.g.op("Where", [open_, logits, self.g.const(NEG_INF)])
+            weights = self.g.op("Softmax", [logits_masked], axis=-1)
+            weights = self.g.op("Where", [open_, weights, self.g.const(np.array(0, np.float32))])
+        else:
+            weights = self.g.op("Softmax", [logits_masked], axis=-1)
         y = self.g.op("MatMul", [weights, self.cache_v[l]])  # (N, Hl, nq, dh)
         y = self.g.op("Transpose", [y], perm=[0, 2, 1, 3])
         y = self.g.op("Reshape", [y, self.g.const(np.array([0, 0, -1]))])
@@ -244,8 +254,8 @@ class _Decoder:
         y = self.g.op("MatMul", [y, self.weight(f"W_O.{l}", w_o)])
         return self.g.op("Add", [x, y]), q_pos
 
-    def gate(self, l: int, logits: str, weights: str, q_pos: list[int], keys: list[int]) -> str:
-        """Multiply by A_ij = 1[a_ij + b > 0] restricted to the circuit; report live edge gates."""
+    def gate(self, l: int, logits: str, q_pos: list[int], keys: list[int]) -> str:
+        """(N, Hl, nq, P) bool A_ij = 1[a_ij + b > 0] restricted to the circuit; report live edge gates."""
         heads = self.live.heads[l]
         union = np.array([[[(l, h, q, k) in self.union for k in keys] for q in q_pos] for h in heads])
         bias = np.float32(self.m.blocks[l].attn.gate_bias)
@@ -259,7 +269,7 @@ class _Decoder:
                 open_ = self.g.op("And", [open_, self.closable(union.shape, flat, ids)])
             cols = self.g.op("Reshape", [open_, self.g.const(np.array([0, -1]))])
             self.edge_cols.append((self.g.op("Gather", [cols, self.g.const(flat.astype(np.int64))], axis=1), ids))
-        return self.g.op("Where", [open_, weights, self.g.const(np.array(0, np.float32))])
+        return open_
 
     def closable(self, shape: tuple, flat: np.ndarray, ids: list[int]) -> str:
         """(N, Hl, nq, P) bool: at the flat positions of the circuit's edges, their `edge_mask` columns

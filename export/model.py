@@ -4,10 +4,15 @@ Attention weights are stored per head (W_Q: [n_heads, d_model, d_head]) so that 
 slicing. Gate modes: "off" (dense base model), "sample" (training: logistic-noise Bernoulli gate
 with a straight-through gradient), "hard" (inference: the deterministic gate rule below) and
 "polish" (the hard gate's values with sigmoid's straight-through gradient, for a final finetune).
+
+Gate rules (what the gates do to the softmax, `ModelConfig.gate_rule`): "paper" multiplies the
+softmax over every causal key by the gates afterwards (sparsification trains under it);
+"renormalised" takes the softmax over the open edges only (the commit phase and the served sparse
+model), so a closed edge leaves its row's denominator and the circuit is all that computes the answer.
 """
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 import torch.nn as nn
@@ -16,7 +21,15 @@ import torch.nn.functional as F
 from export.config import ModelConfig
 from export.task import N_POSITIONS, VOCAB_SIZE
 
-GATE_RULE = "A_ij = 1[a_ij + b > 0], a_ij = q_i.k_j / sqrt(d_head), b = gate_bias (causal pairs only)"
+PAPER_RULE = "paper"
+RENORMALISED_RULE = "renormalised"
+_GATE = "A_ij = 1[a_ij + b > 0], a_ij = q_i.k_j / sqrt(d_head), b = gate_bias (circuit edges only)"
+GATE_RULES = {  # the rule's name -> what the manifest and circuit.json record
+    PAPER_RULE: _GATE + "; y_i = sum_j softmax_j(a_i.) A_ij v_j over every causal key, no renormalisation",
+    RENORMALISED_RULE: _GATE + "; y_i = sum_j softmax over the open edges of row i (a_ij) v_j, "
+                               "0 for a row with no open edge",
+}
+GATE_RULE = GATE_RULES[PAPER_RULE]  # the rule sparsification trains under
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
@@ -31,13 +44,24 @@ def logistic_gate(logits: torch.Tensor) -> torch.Tensor:
     return straight_through((noisy > 0).to(logits.dtype), torch.sigmoid(noisy))
 
 
+def renormalised_weights(logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """Softmax of `logits` over the edges whose gate is open (their gates carry the gradient); 0 for a
+    row with none. Closed edges of the frozen set have a_ij + b <= 0 < a_open + b, so the clamp only
+    touches keys whose gate is the constant 0 (outside the set, future, ablated): it keeps exp finite."""
+    open_ = gates.detach() > 0
+    top = logits.detach().masked_fill(~open_, float("-inf")).amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    scores = torch.exp((logits - top).clamp(max=0)) * gates
+    return scores / scores.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+
+
 class GatedSelfAttention(nn.Module):
-    """Causal self-attention whose softmax weights are multiplied by a 0/1 gate, no renormalisation."""
+    """Causal self-attention whose softmax weights are gated 0/1 under `gate_rule` (see the module doc)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         h, d, dh = cfg.n_heads, cfg.d_model, cfg.d_model // cfg.n_heads
-        self.n_heads, self.d_head, self.gate_bias = h, dh, cfg.gate_bias
+        self.n_heads, self.d_head, self.gate_bias, self.gate_rule = h, dh, cfg.gate_bias, cfg.gate_rule
         self.W_Q = nn.Parameter(torch.randn(h, d, dh) * 0.02)
         self.W_K = nn.Parameter(torch.randn(h, d, dh) * 0.02)
         self.W_V = nn.Parameter(torch.randn(h, d, dh) * 0.02)
@@ -47,15 +71,22 @@ class GatedSelfAttention(nn.Module):
         # (freeze_edge_set), so later training phases cannot grow the circuit
         self.register_buffer("open_edges", self.causal.expand(h, -1, -1).clone())
 
-    def forward(self, x: torch.Tensor, gate_mode: str, allowed: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, gate_mode: str, allowed: torch.Tensor | None = None,
+                keys_values: torch.Tensor | None = None):
         """x (B, T, d) -> (y (B, T, d), gates (B, h, T, T) or None, expected density scalar or None).
 
-        `allowed` (B, h, T, T) bool (hard gates only): gates it marks false are closed (ablation)."""
+        `allowed` (B, h, T, T) bool (hard gates only): gates it marks false are closed (ablation).
+        `keys_values` (B, T, d): what keys and values are computed from instead of x (the
+        faithfulness check randomises it outside the circuit's cone); queries always come from x."""
         B, T, d = x.shape
-        # one matmul for all heads' q, k, v: (d, 3 * h * dh) built from the per-head weights
-        w = torch.stack([self.W_Q, self.W_K, self.W_V]).permute(2, 0, 1, 3).reshape(d, -1)
-        qkv = (x @ w).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (3, B, h, T, dh)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        if keys_values is None:
+            # one matmul for all heads' q, k, v: (d, 3 * h * dh) built from the per-head weights
+            w = torch.stack([self.W_Q, self.W_K, self.W_V]).permute(2, 0, 1, 3).reshape(d, -1)
+            qkv = (x @ w).view(B, T, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (3, B, h, T, dh)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+        else:
+            q, k, v = (torch.einsum("btd,hde->bhte", inp, w) for inp, w in
+                       ((x, self.W_Q), (keys_values, self.W_K), (keys_values, self.W_V)))
         logits = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)  # (B, h, T, T): a_ij
         causal = self.causal[:T, :T]
         weights = F.softmax(logits.masked_fill(~causal, float("-inf")), dim=-1)
@@ -71,7 +102,10 @@ class GatedSelfAttention(nn.Module):
             gates = gates * (causal & self.open_edges[:, :T, :T])
             if allowed is not None:
                 gates = gates * allowed[:, :, :T, :T]
-            weights = weights * gates  # no renormalisation: kept weights sum to <= 1
+            if self.gate_rule == RENORMALISED_RULE:
+                weights = renormalised_weights(logits, gates)
+            else:
+                weights = weights * gates  # the paper's rule, no renormalisation: kept weights sum to <= 1
             density = (torch.sigmoid(g) * causal).sum() / (g.shape[0] * g.shape[1] * causal.sum())
         y = (weights @ v).transpose(1, 2).reshape(B, T, -1) @ self.W_O.reshape(-1, d)  # (B, T, d)
         return y, gates, density
@@ -160,6 +194,14 @@ class AdderTransformer(nn.Module):
         attn_d = torch.stack(attn_density).mean() if attn_gates != "off" else None
         neuron_d = torch.stack(neuron_density).mean() if neuron_gates == "sample" else None
         return logits, all_gates, attn_d, neuron_d
+
+
+def set_gate_rule(model: "AdderTransformer", rule: str) -> None:
+    """Switch every attention layer (and the recorded config) to the gate rule `rule`."""
+    assert rule in GATE_RULES, f"unknown gate rule {rule!r}"
+    model.cfg = replace(model.cfg, gate_rule=rule)
+    for block in model.blocks:
+        block.attn.gate_rule = rule
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ import torch
 from contract import DENSE_MODEL, INPUT_A, INPUT_B, SPARSE_MODEL
 from export.ablation import explain_sparse
 from export.circuit import extract_circuit
+from export.commit import commit
 from export.compile import compile_model
 from export.config import ExportConfig
 from export.fingerprint import FINGERPRINT_FILE, export_fingerprint
@@ -90,6 +91,11 @@ def build_repository(cfg: ExportConfig, repository: Path, progress: bool, log) -
     log(f"sparse: best step {sparse.best_step} of {sparse.steps}, edge density {sparse.edge_density:.4%}, "
         f"neurons {sparse.neurons_kept}")
     clock.lap("sparsify")
+    committed = commit(cfg, domain, sparse.model)  # the served gate rule, exact again
+    sparse.model = committed.model
+    log(f"commit ({committed.gate_rule}): {committed.start_correct} -> {committed.correct} exact in {committed.steps} "
+        f"steps, edge density {committed.start_edge_density:.4%} -> {committed.edge_density:.4%}")
+    clock.lap("commit")
     predicting = range(PREDICT_FROM, N_POSITIONS)
     builds = [(DENSE_MODEL, base.model, False), (SPARSE_MODEL, sparse.model, True)]
     circuits = {name: extract_circuit(m, name, domain.a, domain.b, gated, predicting) for name, m, gated in builds}
@@ -109,7 +115,7 @@ def build_repository(cfg: ExportConfig, repository: Path, progress: bool, log) -
     training = {"base_steps": base.steps, "base_final_ce": base.final_ce, "sparse_steps": sparse.steps,
                 "sparse_best_step": sparse.best_step, "tau": sparse.tau, "sparse_rounds": sparse.rounds,
                 "seconds": {"base": round(base.seconds, 1), "sparsify": round(sparse.seconds, 1)},
-                "sparsify_history": sparse.history}
+                "sparsify_history": sparse.history, "commit": committed.manifest_entry()}
     for name, m, gated in builds:
         v = verified[name]
         extra = {"config": cfg.to_dict(), "seed": cfg.seed, "training": training,

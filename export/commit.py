@@ -1,0 +1,101 @@
+"""The commit phase: the sparse model, its edge set frozen and neurons pruned, switches to the served
+gate rule (renormalised: a closed edge leaves its row's softmax) and its weights are finetuned until
+it is exact on all 10,000 problems again, no denser than the sparsification left it (plus a slack).
+
+Sparsification itself keeps the paper's rule; only this phase and everything after it (circuit,
+compile, verification, ablation, Explain) use the committed rule, which the model's config records.
+"""
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from export.config import CommitConfig, ExportConfig
+from export.evaluate import answer_logits, answer_loss
+from export.model import PAPER_RULE, AdderTransformer, set_gate_rule
+from export.sparsify import SparsificationError, hard_eval
+from export.task import Domain
+
+
+@dataclass
+class CommitResult:
+    model: AdderTransformer
+    gate_rule: str
+    steps: int
+    seconds: float
+    start_correct: int  # problems exact under the new rule before any finetuning
+    correct: int  # problems exact at the end
+    start_edge_density: float  # under the paper's rule, as sparsification left it
+    edge_density: float  # at the end, under the committed rule
+    density_ceiling: float
+    history: list[dict] = field(default_factory=list)
+
+    def manifest_entry(self) -> dict:
+        """The phase's figures, for the manifest's training section."""
+        return {"gate_rule": self.gate_rule, "steps": self.steps, "seconds": round(self.seconds, 1),
+                "start_correct": self.start_correct, "correct": self.correct,
+                "start_edge_density": self.start_edge_density, "edge_density": self.edge_density,
+                "density_ceiling": self.density_ceiling}
+
+
+def density_ceiling(start_density: float, cc: CommitConfig, target: float) -> float:
+    """The densest the committed model may be: the sparsified density plus the slack, within the target."""
+    return min(start_density * (1 + cc.density_slack), max(target, start_density))
+
+
+def finetune_weights(model: AdderTransformer, domain: Domain, cc: CommitConfig, ceiling: float,
+                     seed: int) -> tuple[int, list[dict]]:
+    """Train every weight but the neuron gates until exact on the whole domain at or under `ceiling`
+    (checked every `eval_every` steps); return the steps taken and the evaluations."""
+    tokens = domain.tokens
+    train_tokens = tokens[domain.train]
+    weights = [p for name, p in model.named_parameters() if not name.endswith("neuron_logits")]
+    opt = torch.optim.Adam(weights, lr=cc.lr)
+    gen = torch.Generator().manual_seed(seed)
+    wrong, history = train_tokens[:0], []
+    for step in range(1, cc.max_steps + 1):
+        batch = train_tokens[torch.randint(len(train_tokens), (cc.batch_size,), generator=gen)]
+        batch = torch.cat([batch, wrong[:cc.mine_wrong]])
+        model.train()
+        logits, attn_density, _ = answer_logits(model, batch, cc.gate_mode, "hard")
+        loss = answer_loss(logits, batch)
+        if cc.gate_mode == "polish" and cc.density_weight:
+            loss = loss + cc.density_weight * attn_density
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % cc.eval_every:
+            continue
+        model.eval()
+        exact, density, _, _ = hard_eval(model, tokens)
+        wrong = train_tokens[~exact[domain.train]]
+        history.append({"step": step, "ce": loss.item(), "correct": int(exact.sum()), "edge_density": density})
+        if bool(exact.all()) and density <= ceiling:
+            return step, history
+    return cc.max_steps, history
+
+
+def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer) -> CommitResult:
+    """A copy of `sparse` under `cfg.commit.gate_rule`, finetuned until exact (or SparsificationError
+    when `require_exact` and it is not within `max_steps`)."""
+    cc, start = cfg.commit, time.perf_counter()
+    model = copy.deepcopy(sparse).eval()
+    _, start_density, _, _ = hard_eval(model, domain.tokens)
+    ceiling = density_ceiling(start_density, cc, cfg.sparsify.target_edge_density)
+    set_gate_rule(model, cc.gate_rule)
+    exact, density, _, _ = hard_eval(model, domain.tokens)
+    start_correct, steps, history = int(exact.sum()), 0, []
+    if cc.gate_rule != PAPER_RULE and not (bool(exact.all()) and density <= ceiling):
+        torch.manual_seed(cfg.seed + 5)
+        steps, history = finetune_weights(model, domain, cc, ceiling, cfg.seed + 6)
+        model.eval()
+        exact, density, _, _ = hard_eval(model, domain.tokens)
+    result = CommitResult(model, cc.gate_rule, steps, time.perf_counter() - start, start_correct,
+                          int(exact.sum()), start_density, density, ceiling, history)
+    if cfg.sparsify.require_exact and not (result.correct == len(exact) and density <= ceiling):
+        raise SparsificationError(f"commit ({cc.gate_rule}, gates {cc.gate_mode}): {result.correct} of {len(exact)} "
+                                  f"exact at edge density {density:.4%} (ceiling {ceiling:.4%}) after {steps} steps; "
+                                  "raise commit.max_steps")
+    return result
