@@ -2,7 +2,8 @@
 
 For every problem and every edge active on it, the answer with that edge alone closed, decoded
 greedily in torch and in ONNX Runtime, which must agree on every row. Closing an edge means its gate
-is 0 at every decode step; edges outside the circuit stay closed as in model.onnx (the compiled graph
+is 0 at every decode step, under the model's gate rule (renormalised: the edge also leaves its row's
+softmax denominator, as the served model's closed edges do); edges outside the circuit stay closed as in model.onnx (the compiled graph
 has no other edges), so torch runs with the same restriction. Also here: the answer with only the
 necessary edges open, and a greedy sufficient set per problem.
 

@@ -47,7 +47,7 @@ def density_ceiling(start_density: float, cc: CommitConfig, target: float) -> fl
 
 
 def finetune_weights(model: AdderTransformer, domain: Domain, cc: CommitConfig, ceiling: float,
-                     seed: int) -> tuple[int, list[dict]]:
+                     seed: int, log=None) -> tuple[int, list[dict]]:
     """Train every weight but the neuron gates until exact on the whole domain at or under `ceiling`
     (checked every `eval_every` steps); return the steps taken and the evaluations."""
     tokens = domain.tokens
@@ -73,12 +73,14 @@ def finetune_weights(model: AdderTransformer, domain: Domain, cc: CommitConfig, 
         exact, density, _, _ = hard_eval(model, tokens)
         wrong = train_tokens[~exact[domain.train]]
         history.append({"step": step, "ce": loss.item(), "correct": int(exact.sum()), "edge_density": density})
+        if log:
+            log(f"commit step {step}: {history[-1]}")
         if bool(exact.all()) and density <= ceiling:
             return step, history
     return cc.max_steps, history
 
 
-def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer) -> CommitResult:
+def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer, log=None) -> CommitResult:
     """A copy of `sparse` under `cfg.commit.gate_rule`, finetuned until exact (or SparsificationError
     when `require_exact` and it is not within `max_steps`)."""
     cc, start = cfg.commit, time.perf_counter()
@@ -88,9 +90,12 @@ def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer) -> Commi
     set_gate_rule(model, cc.gate_rule)
     exact, density, _, _ = hard_eval(model, domain.tokens)
     start_correct, steps, history = int(exact.sum()), 0, []
+    if log:
+        log(f"commit: {start_correct} exact under {cc.gate_rule} before finetuning, edge density "
+            f"{start_density:.4%} -> {density:.4%} (ceiling {ceiling:.4%})")
     if cc.gate_rule != PAPER_RULE and not (bool(exact.all()) and density <= ceiling):
         torch.manual_seed(cfg.seed + 5)
-        steps, history = finetune_weights(model, domain, cc, ceiling, cfg.seed + 6)
+        steps, history = finetune_weights(model, domain, cc, ceiling, cfg.seed + 6, log)
         model.eval()
         exact, density, _, _ = hard_eval(model, domain.tokens)
     # the frozen set shrinks to the edges the committed model uses: an edge that no problem opens any
@@ -122,12 +127,16 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--out", help="write the committed checkpoint here")
     parser.add_argument("--gate-mode", default=CommitConfig.gate_mode, choices=("hard", "polish"))
+    parser.add_argument("--density-weight", type=float, default=CommitConfig.density_weight)
+    parser.add_argument("--lr", type=float, default=CommitConfig.lr)
+    parser.add_argument("--max-steps", type=int, default=CommitConfig.max_steps)
     args = parser.parse_args(argv)
     cfg = ExportConfig()
-    cfg = replace(cfg, commit=replace(cfg.commit, gate_mode=args.gate_mode))
+    cfg = replace(cfg, commit=replace(cfg.commit, gate_mode=args.gate_mode, density_weight=args.density_weight,
+                                      lr=args.lr, max_steps=args.max_steps))
     torch.set_num_threads(cfg.threads)
     domain = make_domain(cfg.seed, cfg.test_fraction)
-    result = commit(cfg, domain, load_checkpoint(args.checkpoint))
+    result = commit(cfg, domain, load_checkpoint(args.checkpoint), lambda line: print(line, flush=True))
     print(result.manifest_entry())
     circuit = extract_circuit(result.model, SPARSE_MODEL, domain.a, domain.b, True, range(PREDICT_FROM, N_POSITIONS))
     print(f"edges per problem {circuit.edges_per_problem.mean}, distinct {len(circuit.edges)}, "

@@ -73,3 +73,36 @@ def randomise_outside_cone(model: AdderTransformer, sequences: torch.Tensor, see
         rows = sorted(rows)
         moved |= (gates[layer][:, :, rows] != clean_gates[layer][:, :, rows]).flatten(1).any(-1)
     return Randomisation(len(inputs), int(answers.sum()), int(moved.sum()))
+
+
+def main(argv=None) -> int:
+    """`python -m export.faithfulness CHECKPOINT [--draws 3]`: the randomisation under both gate rules."""
+    import argparse
+    import copy
+
+    from export.evaluate import greedy_digits
+    from export.model import GATE_RULES, load_checkpoint, set_gate_rule
+    from export.task import ANSWER_START, make_domain
+
+    parser = argparse.ArgumentParser(prog="python -m export.faithfulness", description=main.__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--draws", type=int, default=3)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    tokens = make_domain(0, 0.2).tokens
+    loaded = load_checkpoint(args.checkpoint)
+    for rule in GATE_RULES:
+        model = copy.deepcopy(loaded)
+        set_gate_rule(model, rule)
+        answers = greedy_digits(model, tokens, gated=True)
+        sequences = torch.cat([tokens[:, :ANSWER_START], answers], dim=1)
+        right = int((answers == tokens[:, ANSWER_START:]).all(-1).sum())
+        cone = edge_cone(len(model.blocks), range(PREDICT_FROM, 10), frozen_edges(model))
+        draws = [randomise_outside_cone(model, sequences, seed) for seed in range(args.draws)]
+        print(f"{rule}: {right} exact, cone cells {sum(map(len, cone))}, answers changed "
+              f"{[d.answers_changed for d in draws]}, needed-row gates changed {[d.gates_changed for d in draws]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -52,7 +52,9 @@ def renormalised_weights(logits: torch.Tensor, gates: torch.Tensor) -> torch.Ten
     top = logits.detach().masked_fill(~open_, float("-inf")).amax(-1, keepdim=True)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     scores = torch.exp((logits - top).clamp(max=0)) * gates
-    return scores / scores.sum(-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
+    # a row with an open edge sums to >= 1 (its top edge contributes exp(0)); a row with none to 0,
+    # whose 0 / 1 keeps the gradient finite (0 / tiny sent 1e38 gradients into Adam)
+    return scores / scores.sum(-1, keepdim=True).clamp_min(1.0)
 
 
 class GatedSelfAttention(nn.Module):
