@@ -85,7 +85,7 @@ class CommitConfig:
     """
     gate_rule: str = "renormalised"  # export.model.GATE_RULES; "paper" skips the phase
     gate_mode: str = "hard"  # "hard": gates follow the inference rule, no gradient; "polish": trained too
-    density_weight: float = 0.0  # polish only: loss = CE + weight * expected edge density
+    density_weight: float = 0.0  # polish only: loss = CE + weight * fraction of causal pairs open (commit.open_fraction)
     lr: float = 1e-3
     batch_size: int = 512
     max_steps: int = 2000
