@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from export.config import CommitConfig, ExportConfig
-from export.evaluate import answer_loss
+from export.config import CommitConfig, ExportConfig, SparsifyConfig
 from export.circuit import hard_gates
 from export.model import PAPER_RULE, AdderTransformer, freeze_edge_set, set_gate_rule
-from export.sparsify import SparsificationError, hard_eval
-from export.task import PREDICT_FROM, Domain
+from export.sparsify import Phase, Schedule, SparsificationError, hard_eval
+from export.task import Domain
 
 
 @dataclass
@@ -46,50 +45,25 @@ def density_ceiling(start_density: float, cc: CommitConfig, target: float) -> fl
     return min(start_density * (1 + cc.density_slack), max(target, start_density))
 
 
-def open_fraction(gates: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over problems of the fraction of causal pairs whose gate is open. With polish gates its
-    gradient is sigmoid's on the frozen set's edges only (the paper's expected density averages over
-    every causal pair, and at weight 1 let the committed model grow from 1.25% to 1.55% edges)."""
-    T = gates[0].shape[-1]
-    possible = len(gates) * gates[0].shape[1] * T * (T + 1) // 2
-    return sum(g.sum(dim=(1, 2, 3)) for g in gates).mean() / possible
+def commit_phase(cc: CommitConfig, sc: SparsifyConfig) -> Phase:
+    """The finetune as one phase of the sparsify schedule: the polish's GECO constraint (CE <= base CE +
+    polish margin, the gates' expected density penalised when they carry a gradient), neurons fixed."""
+    return Phase("commit", cc.max_steps, cc.gate_mode, "hard", sc.polish_tau_margin, cc.lr, 0.0,
+                 sc.polish_lambda_max, cc.mine_wrong)
 
 
-def finetune_weights(model: AdderTransformer, domain: Domain, cc: CommitConfig, ceiling: float,
-                     seed: int, log=None) -> tuple[int, list[dict]]:
-    """Train every weight but the neuron gates until exact on the whole domain at or under `ceiling`
-    (checked every `eval_every` steps); return the steps taken and the evaluations."""
-    tokens = domain.tokens
-    train_tokens = tokens[domain.train]
-    weights = [p for name, p in model.named_parameters() if not name.endswith("neuron_logits")]
-    opt = torch.optim.Adam(weights, lr=cc.lr)
-    gen = torch.Generator().manual_seed(seed)
-    wrong, history = train_tokens[:0], []
-    for step in range(1, cc.max_steps + 1):
-        batch = train_tokens[torch.randint(len(train_tokens), (cc.batch_size,), generator=gen)]
-        batch = torch.cat([batch, wrong[:cc.mine_wrong]])
-        model.train()
-        logits, gates, _, _ = model(batch[:, :-1], cc.gate_mode, "hard")
-        loss = answer_loss(logits[:, PREDICT_FROM:], batch)
-        if cc.gate_mode == "polish" and cc.density_weight:
-            loss = loss + cc.density_weight * open_fraction(gates)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cc.eval_every:
-            continue
-        model.eval()
-        exact, density, _, _ = hard_eval(model, tokens)
-        wrong = train_tokens[~exact[domain.train]]
-        history.append({"step": step, "ce": loss.item(), "correct": int(exact.sum()), "edge_density": density})
-        if log:
-            log(f"commit step {step}: {history[-1]}")
-        if bool(exact.all()) and density <= ceiling:
-            return step, history
-    return cc.max_steps, history
+def finetune_weights(cfg: ExportConfig, domain: Domain, model: AdderTransformer, base_ce: float, ceiling: float,
+                     progress: bool) -> tuple[AdderTransformer, int, list[dict]]:
+    """The sparsest checkpoint exact on all 10,000 at or under `ceiling` (the last state if none is), the
+    steps it took and the evaluations. Reuses sparsify's Schedule: same batches, selection, early stop."""
+    run = Schedule(cfg, domain, model, base_ce, progress)
+    run.run(commit_phase(cfg.commit, cfg.sparsify), lambda density, neurons: density if density <= ceiling else None)
+    run.restore_best()
+    return run.model.eval(), run.best_step if run.best is not None else run.step, run.history
 
 
-def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer, log=None) -> CommitResult:
+def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer, base_ce: float, progress: bool = True,
+           log=None) -> CommitResult:
     """A copy of `sparse` under `cfg.commit.gate_rule`, finetuned until exact (or SparsificationError
     when `require_exact` and it is not within `max_steps`)."""
     cc, start = cfg.commit, time.perf_counter()
@@ -103,9 +77,7 @@ def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer, log=None
         log(f"commit: {start_correct} exact under {cc.gate_rule} before finetuning, edge density "
             f"{start_density:.4%} -> {density:.4%} (ceiling {ceiling:.4%})")
     if cc.gate_rule != PAPER_RULE and not (bool(exact.all()) and density <= ceiling):
-        torch.manual_seed(cfg.seed + 5)
-        steps, history = finetune_weights(model, domain, cc, ceiling, cfg.seed + 6, log)
-        model.eval()
+        model, steps, history = finetune_weights(cfg, domain, model, base_ce, ceiling, progress)
         exact, density, _, _ = hard_eval(model, domain.tokens)
     # the frozen set shrinks to the edges the committed model uses: an edge that no problem opens any
     # more must not open on inputs outside the domain's (the faithfulness check randomises keys)
@@ -123,7 +95,9 @@ def main(argv=None) -> int:
     """`python -m export.commit CHECKPOINT [--out FILE]`: commit an already sparsified checkpoint (e.g.
     model_repository/adder-sparse/1/model.pt), then compile and verify it on all 10,000 problems."""
     import argparse
+    import json
     from dataclasses import replace
+    from pathlib import Path
 
     from contract import SPARSE_MODEL
     from export.circuit import extract_circuit
@@ -136,16 +110,19 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--out", help="write the committed checkpoint here")
     parser.add_argument("--gate-mode", default=CommitConfig.gate_mode, choices=("hard", "polish"))
-    parser.add_argument("--density-weight", type=float, default=CommitConfig.density_weight)
     parser.add_argument("--lr", type=float, default=CommitConfig.lr)
     parser.add_argument("--max-steps", type=int, default=CommitConfig.max_steps)
     args = parser.parse_args(argv)
     cfg = ExportConfig()
-    cfg = replace(cfg, commit=replace(cfg.commit, gate_mode=args.gate_mode, density_weight=args.density_weight,
+    cfg = replace(cfg, commit=replace(cfg.commit, gate_mode=args.gate_mode,
                                       lr=args.lr, max_steps=args.max_steps))
     torch.set_num_threads(cfg.threads)
     domain = make_domain(cfg.seed, cfg.test_fraction)
-    result = commit(cfg, domain, load_checkpoint(args.checkpoint), lambda line: print(line, flush=True))
+    manifest = json.loads((Path(args.checkpoint).parent / "manifest.json").read_text())
+    result = commit(cfg, domain, load_checkpoint(args.checkpoint), manifest["training"]["base_final_ce"],
+                    progress=False, log=lambda line: print(line, flush=True))
+    for entry in result.history:
+        print(entry)
     print(result.manifest_entry())
     circuit = extract_circuit(result.model, SPARSE_MODEL, domain.a, domain.b, True, range(PREDICT_FROM, N_POSITIONS))
     print(f"edges per problem {circuit.edges_per_problem.mean}, distinct {len(circuit.edges)}, "

@@ -84,12 +84,11 @@ class CommitConfig:
     exact in ~800 steps (10.67 -> 10.94 edges per problem), polish-style gates in ~100 steps (11.51).
     """
     gate_rule: str = "renormalised"  # export.model.GATE_RULES; "paper" skips the phase
-    gate_mode: str = "hard"  # "hard": gates follow the inference rule, no gradient; "polish": trained too
-    density_weight: float = 0.0  # polish only: loss = CE + weight * fraction of causal pairs open (commit.open_fraction)
+    # "polish": the inference gates, trained by sigmoid's gradient under the polish's GECO constraint
+    # (their expected density penalised); "hard": gates follow the inference rule, no gradient
+    gate_mode: str = "polish"
     lr: float = 1e-3
-    batch_size: int = 512
-    max_steps: int = 2000
-    eval_every: int = 50
+    max_steps: int = 2000  # early stop as in sparsify (patience_evals after the first qualifying checkpoint)
     mine_wrong: int = 64  # at most this many still-wrong training problems join every batch
     # the committed model may be at most this much denser (edges per problem) than the attention
     # phase's sparsest exact checkpoint: the renormalised gates fire a little more often (10.67 -> 10.94)
@@ -121,5 +120,5 @@ def tiny_config() -> ExportConfig:
         sparsify=replace(SparsifyConfig(), max_steps=30, polish_steps=10, eval_every=10, patience_evals=3,
                          extra_rounds=1, neuron_steps=20, require_exact=False,
                          target_edge_density=1.0, target_neuron_fraction=1.0),
-        commit=replace(CommitConfig(), max_steps=20, eval_every=10),
+        commit=replace(CommitConfig(), max_steps=20),
     )
