@@ -25,9 +25,10 @@ PAPER_RULE = "paper"
 RENORMALISED_RULE = "renormalised"
 _GATE = "A_ij = 1[a_ij + b > 0], a_ij = q_i.k_j / sqrt(d_head), b = gate_bias (circuit edges only)"
 GATE_RULES = {  # the rule's name -> what the manifest and circuit.json record
-    PAPER_RULE: _GATE + "; y_i = sum_j softmax_j(a_i.) A_ij v_j over every causal key, no renormalisation",
-    RENORMALISED_RULE: _GATE + "; y_i = sum_j softmax over the open edges of row i (a_ij) v_j, "
-                               "0 for a row with no open edge",
+    PAPER_RULE: f"{PAPER_RULE}: {_GATE}; y_i = sum_j softmax_j(a_i.) A_ij v_j over every causal key, "
+                "no renormalisation",
+    RENORMALISED_RULE: f"{RENORMALISED_RULE}: {_GATE}; y_i = sum_j softmax over the open edges of row i "
+                       "(a_ij) v_j, 0 for a row with no open edge",
 }
 GATE_RULE = GATE_RULES[PAPER_RULE]  # the rule sparsification trains under
 
