@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     from export.circuit import extract_circuit
     from export.compile import compile_model
     from export.model import load_checkpoint, save_checkpoint
-    from export.task import N_POSITIONS, make_domain
+    from export.task import N_POSITIONS, PREDICT_FROM, make_domain
     from export.verify import verify_build
 
     parser = argparse.ArgumentParser(prog="python -m export.commit", description=main.__doc__)
@@ -123,6 +123,8 @@ def main(argv=None) -> int:
                     progress=False, log=lambda line: print(line, flush=True))
     for entry in result.history:
         print(entry)
+    if args.out:  # before the proof below, so a failed proof still leaves the finetuned weights
+        save_checkpoint(result.model, args.out, gated=True)
     print(result.manifest_entry())
     circuit = extract_circuit(result.model, SPARSE_MODEL, domain.a, domain.b, True, range(PREDICT_FROM, N_POSITIONS))
     print(f"edges per problem {circuit.edges_per_problem.mean}, distinct {len(circuit.edges)}, "
@@ -130,8 +132,6 @@ def main(argv=None) -> int:
     compiled = compile_model(result.model, circuit, True, cfg.opset)
     verified = verify_build(SPARSE_MODEL, compiled.proto.SerializeToString(), result.model, circuit, domain, True)
     print(f"ONNX = torch on all {verified.total}: {verified.correct} exact, edge mismatches {verified.edge_mismatches}")
-    if args.out:
-        save_checkpoint(result.model, args.out, gated=True)
     return 0
 
 
