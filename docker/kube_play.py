@@ -189,7 +189,7 @@ def play_down(play: Play, folder: Path) -> subprocess.CompletedProcess:
 def logs(play: Play) -> str:
     """The container's state and log: printed before a failing play or check fails."""
     name = play.container_name()
-    state = podman("inspect", "--format", "{{json .State}}", name)
+    state = podman("inspect", "--format", "restarts {{.RestartCount}}, {{json .State}}", name)
     log = podman("logs", name)
     return f"--- {name} state: {state.stdout.strip() or state.stderr.strip()}\n--- log:\n{log.stdout}{log.stderr}"
 

@@ -70,7 +70,10 @@ def host_ports(play: Play) -> dict[int, str]:
 
 
 def running(play: Play) -> bool:
-    return podman("inspect", "--format", "{{.State.Running}}", play.container_name()).stdout.strip() == "true"
+    """Up and never restarted: podman restarts an exited container (restartPolicy Always), so a server
+    that dies at start-up would look running between its restarts."""
+    state = podman("inspect", "--format", "{{.State.Running}} {{.RestartCount}}", play.container_name())
+    return state.stdout.split() == ["true", "0"]
 
 
 def in_container(play: Play, *argv: str):
@@ -234,6 +237,18 @@ def test_every_server_process_runs_as_the_manifests_uid(played):
         status = in_container(played, "cat", f"/proc/{pid}/status").stdout
         ids = {line.split()[0]: line.split()[1:] for line in status.splitlines() if line.startswith(("Uid:", "Gid:"))}
         assert ids == {"Uid:": [UID] * 4, "Gid:": [UID] * 4}, (pid, ids)  # runAsUser and runAsGroup: 10001
+
+
+def test_no_capabilities_no_new_privileges_and_a_seccomp_filter(played):
+    """capabilities drop ALL, allowPrivilegeEscalation false; RuntimeDefault seccomp (podman 4.3 ignores
+    the field and applies its own default profile, which is the runtime's default)."""
+    context = played.container()["securityContext"]
+    assert (context["capabilities"]["drop"], context["allowPrivilegeEscalation"]) == (["ALL"], False)
+    assert context["seccompProfile"]["type"] == "RuntimeDefault"
+    status = dict(line.split(":\t", 1) for line in in_container(played, "cat", "/proc/1/status").stdout.splitlines())
+    assert {k: status[k] for k in ("CapPrm", "CapEff", "CapBnd")} == dict.fromkeys(("CapPrm", "CapEff", "CapBnd"),
+                                                                                   "0" * 16)
+    assert (status["NoNewPrivs"], status["Seccomp"]) == ("1", "2")  # 2: a seccomp filter is in force
 
 
 def test_the_root_is_read_only_and_tmp_writable(played):
