@@ -28,7 +28,7 @@ from service.generated.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 IMAGE = os.environ.get("IMAGE_TEST_KUBE_IMAGE", "")
 pytestmark = pytest.mark.skipif(not IMAGE, reason="run by docker/image-test.sh (make image-test)")
 FOLDER = Path(os.environ.get("IMAGE_TEST_WORK", "."))
-STARTED_WITHIN_S = 600  # a hang bound; the startup probes allow 180 s, here typically 5-15 s
+STARTED_WITHIN_S = 600  # a hang bound; the startup probes allow 180 s; seen here: 2-4 s
 UID = "10001"
 PLAYS = {"deployment": deployment_play, "servingruntime": runtime_play}
 FAILED_BEFORE: dict[str, int] = {}  # play -> the session's failures when it started: any new ones print its log
