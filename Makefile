@@ -111,7 +111,8 @@ clean:
 	rm -rf $(VENV) $(TOOLS) .venv-peers $(REPO)/.base-cache.pt
 
 # Build the image with buildah (MODEL_SOURCE=prebuilt) on a locally made bookworm stand-in for its base,
-# run it as the Dockerfile's header says and check it from the host. Root: installs buildah/podman.
+# run it as the Dockerfile's header says and check it from the host; then play k8s/base's Deployment and the
+# KServe ServingRuntime with `podman kube play` and check those pods too. Root: installs buildah/podman.
 .PHONY: image-test
 image-test: models setup
 	PY=$(PY) bash docker/image-test.sh

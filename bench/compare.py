@@ -10,7 +10,6 @@ larger than the change.
 """
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ import numpy as np
 from bench.clients import ADD, MODEL_INFER
 from bench.endtoend import ClientPool, Scenario
 from bench.proctime import cpu_seconds
-from bench.report import machine
+from bench.report import load_text, machine, write_rounds
 from bench.requestpath import CHECK, INFER, block, callers, ratios
 from contract import SPARSE_MODEL
 from service.process import ONE_PROCESS, ServerProcess
@@ -107,10 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool.close()
     lines = [f"before {args.before} vs after {args.after}, {args.rounds} interleaved rounds; CPU {info['cpu']} "
              f"({info['usable_cpus']} usable), load average at start "
-             f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())}", ""] + report(rounds)
+             f"{load_text(info)}", ""] + report(rounds)
     print("\n".join(lines))
-    (out / "compare.json").write_text(json.dumps({"machine": info, "settings": vars(args), "rounds": rounds},
-                                                 indent=2) + "\n")
+    write_rounds(out / "compare.json", info, args, rounds)
     return 0
 
 

@@ -32,7 +32,16 @@ def _tasks(pid: int) -> list[Path]:
         return []
 
 
-def cpu_seconds_coarse(pid: int) -> float:
-    """utime + stime of the whole process from /proc/<pid>/stat, in 10 ms ticks (exited threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+def cpu_seconds_coarse(pid: int) -> float | None:
+    """utime + stime of `pid` and its descendants from /proc/<pid>/stat, in 10 ms ticks (exited threads
+    included: for servers whose threads come and go, e.g. the peers'); None where there is no /proc."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICKS
+    return total

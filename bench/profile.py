@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.clients import ADD, MODEL_INFER
 from bench.endtoend import ClientPool, Scenario
 from bench.proctime import cpu_seconds
-from bench.report import machine
+from bench.report import load_text, machine
 from bench.stacks import Profile, dso_part, read_perf_dsos, read_raw
 from contract import SPARSE_MODEL
 from service.process import ONE_PROCESS, ServerProcess
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     lines = [f"# Server CPU profile, {args.concurrency} clients", "",
              f"CPU {info['cpu']} ({info['usable_cpus']} usable, clients on the same cores), load average at start "
-             f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())}; server "
+             f"{load_text(info)}; server "
              f"{' '.join(args.server_args) or 'defaults'}.", ""]
     results = {}
     with ServerProcess(Path(args.repository), out / "server.log", 64, 1, extra_args=(*ONE_PROCESS, *args.server_args)) as server:

@@ -127,7 +127,7 @@ def targets_table(checks: list[Check]) -> list[str]:
 def text(inprocess: list[BatchResult], scenarios: list[Scenario], checks: list[Check], threads: int,
          info: dict) -> str:
     head = [f"sparse-adder bench on {info['cpu']} ({info['usable_cpus']} CPUs usable, "
-            f"load {', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or [])} at start)"]
+            f"load {load_text(info)} at start)"]
     body = inprocess_table(inprocess, threads) if inprocess else ["In-process: not measured"]
     end_to_end = endtoend_table(scenarios) + protocol_table(scenarios) if scenarios else []
     return "\n".join(head + [""] + body + end_to_end + targets_table(checks))
@@ -142,3 +142,13 @@ def write_json(path: Path, settings: dict, info: dict, models: dict, inprocess: 
             "units": "seconds unless named otherwise; ratios dense/sparse are > 1 when sparse is faster",
             "builds": [DENSE_MODEL, SPARSE_MODEL]}
     path.write_text(json.dumps(data, indent=1, default=float) + "\n")
+
+
+def load_text(info: dict) -> str:
+    """The load average `machine()` saw at the start, as "1.21, 1.83, 3.08" (empty where unknown)."""
+    return ", ".join(f"{x:.2f}" for x in info["load_average_at_start"] or ())
+
+
+def write_rounds(path: Path, info: dict, args, rounds: list) -> None:
+    """An interleaved bench's JSON: the machine, its settings and every round's figures."""
+    path.write_text(json.dumps({"machine": info, "settings": vars(args), "rounds": rounds}, indent=2) + "\n")

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.clients import infer_request
 from bench.proctime import cpu_seconds
-from bench.report import machine
+from bench.report import load_text, machine
 from bench.targets import Check
 from contract import MODEL_FILE, SPARSE_MODEL, model_dir
 from service.generated.adder.v1 import adder_pb2, adder_pb2_grpc
@@ -167,7 +167,7 @@ def report(checks: list[Check], info: dict, settings: dict) -> str:
     lines = [f"request path, 1 sequential client, {settings['rounds']} interleaved rounds x {settings['calls']} "
              f"calls per kind, model {settings['model']}, server {' '.join(settings['server_args']) or 'defaults'}",
              f"CPU: {info['cpu']} ({info['usable_cpus']} usable), load average at start "
-             f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())}"]
+             f"{load_text(info)}"]
     for c in checks:
         lines.append(f"  {c.name:<34} {c.measured:6.2f}x  goal <= {c.goal:.2f}x  {c.status:<4}  {c.detail}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.clients import ADD, MODEL_INFER
 from bench.endtoend import ClientPool, Scenario
-from bench.report import machine
+from bench.report import load_text, machine, write_rounds
 from bench.requestpath import CHECK, INFER, block, callers
 from contract import SPARSE_MODEL
 from service.process import ONE_PROCESS, ServerProcess
@@ -100,10 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [f"sync grpc.server vs grpc.aio (thread-pool handlers; inline: on the loop), {args.rounds} interleaved "
              f"rounds; CPU {info['cpu']} "
              f"({info['usable_cpus']} usable, clients on the same cores), load average at start "
-             f"{', '.join(f'{x:.2f}' for x in info['load_average_at_start'] or ())}", ""] + table(rounds)
+             f"{load_text(info)}", ""] + table(rounds)
     print("\n".join(lines))
-    (out / "transport.json").write_text(json.dumps({"machine": info, "settings": vars(args), "rounds": rounds},
-                                                   indent=2) + "\n")
+    write_rounds(out / "transport.json", info, args, rounds)
     return 0
 
 

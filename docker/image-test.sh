@@ -2,7 +2,10 @@
 # `make image-test`: build the Dockerfile unchanged with buildah (MODEL_SOURCE=prebuilt) on a bookworm
 # stand-in for python:3.11-slim-bookworm made here with mmdebstrap (no image registry is reachable), run it
 # the way the Dockerfile's header says, and check it from the host with a real gRPC client
-# (docker/test_image.py). Root only (rootful buildah/podman; installs them with apt when missing).
+# (docker/test_image.py). Then plays k8s/base's Deployment and the KServe ServingRuntime with `podman kube
+# play` and checks each pod the same way (docker/test_kube_play.py; what podman 4.3 makes of a manifest, and
+# every edit between `kubectl kustomize` and the play: docker/kube_play.py).
+# Root only (rootful buildah/podman; installs them with apt when missing).
 # Everything lives in a scratch folder with its own container storage, removed on exit, by id.
 # Facts and quirks of this machine kind: see the project notes on containers (runc, ulimits, CA bundle).
 set -euo pipefail
@@ -18,7 +21,8 @@ say() { printf 'image-test: %s\n' "$*" >&2; }
 [ "$(id -u)" = 0 ] || { say "needs root (rootful buildah and podman)"; exit 2; }
 [ -f "$REPO/adder-sparse/1/model.onnx" ] || { say "no $REPO/ (make export)"; exit 2; }
 
-PACKAGES=(buildah podman runc conmon netavark aardvark-dns containernetworking-plugins iptables uidmap mmdebstrap)
+# catatonit: with no registry, podman builds its pods' infra (pause) image locally from it (kube play).
+PACKAGES=(buildah podman runc conmon netavark aardvark-dns containernetworking-plugins iptables uidmap mmdebstrap catatonit)
 missing=()
 for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -32,6 +36,7 @@ CID="" IMAGE_ID="" BASE_ID=""
 cleanup() {
   set +e
   [ -n "$CID" ] && podman rm -f -t 0 "$CID" >/dev/null 2>&1  # (its systemd-timer complaint is noise here)
+  [ -f "$WORK/kube-pods" ] && xargs -r podman pod rm -f -i -t 0 <"$WORK/kube-pods" >/dev/null 2>&1  # played pods, by id
   [ -n "$IMAGE_ID" ] && podman rmi -f "$IMAGE_ID" >/dev/null
   buildah rm --all >/dev/null 2>&1  # build containers of this run's own storage only
   [ -n "$BASE_ID" ] && podman rmi -f "$BASE_ID" >/dev/null
@@ -108,4 +113,10 @@ say "healthy $((SECONDS - run_start)) s after start (its own HEALTHCHECK)"
 IMAGE_TEST_CONTAINER=$CID IMAGE_TEST_IMAGE=$IMAGE_ID IMAGE_TEST_GRPC="127.0.0.1:$GRPC_PORT" \
 IMAGE_TEST_METRICS="http://127.0.0.1:$METRICS_PORT/metrics" IMAGE_TEST_STOP_SECONDS=$((GRACE_SECONDS + 10)) \
   "$PY" -m pytest -q -p no:cacheprovider docker/test_image.py 2> >(grep -v 'systemd connection' >&2)
+
+# The manifests, played: one pod at a time, each started, checked and taken down by the tests themselves.
+kube_start=$SECONDS
+IMAGE_TEST_KUBE_IMAGE=$TAG IMAGE_TEST_WORK=$WORK \
+  "$PY" -m pytest -q -p no:cacheprovider docker/test_kube_play.py 2> >(grep -v 'systemd connection' >&2)
+say "kube plays (Deployment, ServingRuntime) checked in $((SECONDS - kube_start)) s"
 say "done in $((SECONDS - start)) s (image $((size / 1000000)) MB)"

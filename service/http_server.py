@@ -15,6 +15,7 @@ import time
 import uvicorn
 
 from service.config import Config
+from service.ports import bind_port
 
 try:
     import uvloop
@@ -93,15 +94,6 @@ class HttpEndpoint:
 
 
 def _bind(host: str, port: int, shared: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if shared:  # the kernel spreads new connections over the workers' sockets
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise OSError(f"cannot bind HTTP to {host}:{port}: {error.strerror}") from None
+    sock = bind_port(host, port, "HTTP", reuse_port=shared)  # shared: the workers' sockets take turns
     sock.setblocking(False)  # uvicorn's event loop listens on it when the server starts
     return sock

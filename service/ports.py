@@ -1,6 +1,25 @@
-"""Reserve a TCP port for worker processes to share: bound with SO_REUSEPORT, never listening."""
+"""Bind TCP ports: one server's own, or one its worker processes share (SO_REUSEPORT)."""
 
 import socket
+
+
+def bind_port(host: str, port: int, what: str, reuse_port: bool = False) -> socket.socket:
+    """A socket bound to host:port (port 0: a free one), not listening; a clear OSError if it is taken.
+
+    `reuse_port`: other sockets of this user may bind the same port (worker processes sharing it; the
+    kernel spreads new connections over those that listen).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot bind {what} to {host}:{port}: {error.strerror}") from None
+    return sock
 
 
 def reserve_port(host: str, port: int, what: str) -> socket.socket:
@@ -9,21 +28,6 @@ def reserve_port(host: str, port: int, what: str) -> socket.socket:
     It never listens, so the kernel gives it no connection. First a plain bind: a port some other
     server holds is an error, not a silent share of its traffic.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    address = host.strip("[]")
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as error:
-            raise OSError(f"cannot bind {what} to {host}:{port}: {error.strerror}") from None
+    with bind_port(host, port, what) as probe:
         port = probe.getsockname()[1]
-    reserved = socket.socket(family, socket.SOCK_STREAM)
-    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        reserved.bind((address, port))
-    except OSError as error:
-        reserved.close()
-        raise OSError(f"cannot bind {what} to {host}:{port}: {error.strerror}") from None
-    return reserved
+    return bind_port(host, port, what, reuse_port=True)

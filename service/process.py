@@ -139,10 +139,12 @@ class ServerProcess:
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants: a server's supervisor and its worker processes."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    children = []
+    try:  # each thread lists the children it started (a worker restarted from any thread counts)
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += (task / "children").read_text().split()
     except OSError:  # exited meanwhile
-        return []
+        return [] if not Path(f"/proc/{pid}").exists() else [pid]
     return [pid] + [found for child in children for found in process_tree(int(child))]
 
 

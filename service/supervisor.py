@@ -33,7 +33,7 @@ class Supervisor:
         self.config = config
         self.workers = workers
         self._stop, self._reload = threading.Event(), threading.Event()
-        self._reserved = []  # the port-holding sockets, closed at exit
+        self._grpc_socket = self._http_socket = None  # the reserved ports, closed at exit
         self.metrics: SharedMetrics | None = None
         self._pool: WorkerPool | None = None
         self._loaded: dict[int, dict] = {}  # worker -> its LOADED fields (the first start)
@@ -72,17 +72,14 @@ class Supervisor:
     def _prepare(self) -> Config:
         """Reserve the ports, set up the metrics files and endpoint; the config each worker runs."""
         host = self.config.host
-        grpc_socket = reserve_port(host, self.config.grpc_port, "gRPC")
-        self._reserved.append(grpc_socket)
-        http_port = self.config.http_port
-        if http_port >= 0:
-            self._reserved.append(reserve_port(host, http_port, "HTTP"))
-            http_port = self._reserved[-1].getsockname()[1]
+        self._grpc_socket = reserve_port(host, self.config.grpc_port, "gRPC")
+        if self.config.http_port >= 0:
+            self._http_socket = reserve_port(host, self.config.http_port, "HTTP")
         self.metrics = SharedMetrics(lambda: len(self._pool.live()) if self._pool else 0)
         if self.config.metrics_port >= 0:
             self.metrics.serve(self.config.metrics_host or host, self.config.metrics_port)
-        return dataclasses.replace(self.config, workers=1, grpc_port=grpc_socket.getsockname()[1],
-                                   http_port=http_port, metrics_port=-1)
+        return dataclasses.replace(self.config, workers=1, grpc_port=self._port(self._grpc_socket),
+                                   http_port=self._port(self._http_socket), metrics_port=-1)
 
     def _start_workers(self) -> str:
         """Start every worker and wait until each serves; the reason one could not ("" if all do)."""
@@ -105,8 +102,8 @@ class Supervisor:
         first = self._loaded[0]
         tls = "mutual" if self.config.tls_client_ca else "on" if self.config.tls_cert else "off"
         log.info("listening", extra={"fields": {
-            "host": self.config.host, "grpc_port": self._reserved[0].getsockname()[1],
-            "http_port": self._reserved[1].getsockname()[1] if len(self._reserved) > 1 else None,
+            "host": self.config.host, "grpc_port": self._port(self._grpc_socket),
+            "http_port": self._port(self._http_socket) if self._http_socket else None,
             "metrics_port": self.metrics.port, "tls": tls,
             "workers": self.workers, "pids": [self._pool.processes[i].pid for i in range(self.workers)],
             "metrics_dir": str(self.metrics.folder)}})
@@ -186,8 +183,14 @@ class Supervisor:
     def _clean_up(self) -> None:
         if self.metrics:
             self.metrics.close()
-        for reserved in self._reserved:
-            reserved.close()
+        for reserved in (self._grpc_socket, self._http_socket):
+            if reserved:
+                reserved.close()
+
+    @staticmethod
+    def _port(reserved) -> int:
+        """The port a reserved socket holds; -1 (off) for none."""
+        return reserved.getsockname()[1] if reserved else -1
 
 
 def merged_results(by_worker: list[dict[str, str]]) -> dict[str, str]:

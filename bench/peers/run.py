@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.peers import KSERVE, MLSERVER, PEER_TITLES, plot, report, venvs
 from bench.peers.client_pool import ClientFailure, ClientPool
-from bench.peers.cpu import tree_cpu_seconds
+from bench.proctime import cpu_seconds_coarse
 from bench.peers.rounds import Measurement, Step, scenarios, schedule
 from bench.peers.servers import Running, start_kserve, start_mlserver, start_ours
 from bench.progress import Progress
@@ -140,14 +140,14 @@ def _measure(args, pool: ClientPool, servers: list[Running], tensors: dict) -> l
 
 
 def _one(args, pool: ClientPool, server: Running, step: Step, tensors: dict) -> Measurement:
-    cpu_before = tree_cpu_seconds(server.pid)
+    cpu_before = cpu_seconds_coarse(server.pid)
     try:
         sample = pool.run(server.target, step.model, tensors, step.scenario.clients, args.seconds, args.calls,
                           args.client_warmup, args.timeout, args.seed + step.round)
     except ClientFailure as error:
         raise ClientFailure(f"{PEER_TITLES[server.name]}, {step.model}, {step.scenario.label}: {error} "
                             f"(server log: {server.log_path})") from None
-    cpu_after = tree_cpu_seconds(server.pid)
+    cpu_after = cpu_seconds_coarse(server.pid)
     calls = len(sample.latencies) + args.client_warmup * step.scenario.clients  # the CPU counts warm-ups too
     cpu = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / calls
     return Measurement.of(step, sample.latencies, sample.seconds, cpu)
