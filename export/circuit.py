@@ -6,7 +6,8 @@ problems. Everything it marks dead is structurally zero and compile.py removes i
 
 import torch
 
-from export.model import GATE_RULES, RENORMALISED_RULE, AdderTransformer
+from export.liveness import plan_liveness
+from export.model import GATE_RULES, PAPER_RULE, AdderTransformer
 from contract import VOCAB
 from contract.circuit import Circuit, Edge, EdgesPerProblem, EdgeStats
 from export.evaluate import greedy_digits
@@ -24,22 +25,6 @@ def problem_stats(per_problem: torch.Tensor, carry: torch.Tensor) -> EdgesPerPro
                            no_carry=_stats(per_problem[~carry]))
 
 
-def live_positions(n_layers: int, n_positions: int, predicting: range, rows: list[set[int]]) -> list[list[int]]:
-    """(layer, position) pairs whose residual input is needed under the paper's rule, propagated backwards.
-
-    A live query row needs the keys of *every* causal position at its layer (the softmax is not
-    renormalised, so its denominator sums them all), and the residual stream carries each need down
-    to every earlier layer; predicting positions are needed everywhere.
-    """
-    needed = set(predicting)
-    out = []
-    for layer in reversed(range(n_layers)):
-        if rows[layer]:
-            needed |= set(range(max(rows[layer]) + 1))
-        out += [[layer, p] for p in sorted(needed)]
-    return sorted(out)
-
-
 def edge_cone(n_layers: int, predicting: range, edges) -> list[set[int]]:
     """Per layer, the positions whose residual input the answers need under the renormalised rule:
     the predicting positions, plus, layer by layer downwards, the keys of the circuit's edges
@@ -52,10 +37,11 @@ def edge_cone(n_layers: int, predicting: range, edges) -> list[set[int]]:
     return cone
 
 
-def cone_positions(n_layers: int, predicting: range, edges) -> list[list[int]]:
-    """edge_cone as sorted (layer, position) pairs, the form of Circuit.live_positions."""
-    cone = edge_cone(n_layers, predicting, edges)
-    return sorted([layer, p] for layer in range(n_layers) for p in cone[layer])
+def read_positions(n_layers: int, predicting: range, edges, gate_rule: str) -> list[list[int]]:
+    """Sorted [layer, position] pairs whose residual input the answers read under `gate_rule` (the
+    liveness plan's cone: the edge cone when renormalised, every earlier key of a read row otherwise)."""
+    plan = plan_liveness(edges, n_layers, predicting, gate_rule, report_gates=False)
+    return sorted([layer, p] for layer, positions in enumerate(plan.cone()) for p in positions)
 
 
 @torch.no_grad()
@@ -94,7 +80,6 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
     possible = cfg.n_layers * cfg.n_heads * int(causal.sum())
     edges = [Edge(l, h, q, k, int(counts[l, h, q, k]), int(carry_counts[l, h, q, k]))
              for l, h, q, k in counts.nonzero().tolist()]
-    rows = [{e.query for e in edges if e.layer == l} for l in range(cfg.n_layers)]
     heads_alive = counts.flatten(2).sum(-1) > 0
     rows_alive = counts.sum(-1) > 0  # (layers, heads, T)
     masks = [torch.ones(cfg.d_mlp, dtype=torch.bool) if not gated else blk.mlp.neuron_mask()
@@ -109,6 +94,6 @@ def extract_circuit(model: AdderTransformer, name: str, a: torch.Tensor, b: torc
         dead_query_rows=[[l, h, q] for l, h, q in (~rows_alive).nonzero().tolist()],
         neurons_kept=[int(m.sum()) for m in masks], neurons_total=[cfg.d_mlp] * cfg.n_layers,
         neuron_masks=[m.nonzero().flatten().tolist() for m in masks],
-        live_positions=cone_positions(cfg.n_layers, predicting, [(e.layer, e.head, e.query, e.key) for e in edges])
-        if gated and cfg.gate_rule == RENORMALISED_RULE else live_positions(cfg.n_layers, T, predicting, rows),
+        live_positions=read_positions(cfg.n_layers, predicting, [(e.layer, e.head, e.query, e.key) for e in edges],
+                                      cfg.gate_rule if gated else PAPER_RULE),
     )

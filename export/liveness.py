@@ -1,51 +1,113 @@
-"""What a renormalised sparse build must compute: per layer, only what the circuit's edges read.
+"""What each layer of a build must compute, derived from its circuit's edges: a pure liveness plan.
 
-Under the renormalised rule row i of a layer reads the keys and values of its circuit edges' keys and
-nothing else (a closed edge is out of the softmax; a key outside the circuit never opens). So, from
-the answers downwards:
-  * a row whose attention output is read later needs q_i, and k_j and v_j of its edges' keys;
-  * a row whose output is not read but whose gates the `edges` output reports needs q_i and k_j only;
-  * a position's MLP runs only where its residual is read after the layer.
-Pure: (circuit edges, layers, predicting positions) in, a plan with named fields out. compile.py still
-uses the paper rule's superset (every causal key of a live row); switching it over is #20's next step.
+Walking down from the predicting positions, per layer:
+  * answer rows: query rows whose attention output a later layer or an answer reads;
+  * gate rows: other rows with circuit edges, computed only so the `edges` output reports their gates;
+  * copy rows (renormalised rule, answer rows whose one edge is open on every problem): the softmax
+    over a single open edge is 1, so the row takes that key's value with no query, key or softmax;
+  * key and value positions: under the renormalised rule a row reads the keys and values of its own
+    circuit edges and nothing else (a closed edge leaves its softmax); under the paper's rule (and the
+    dense build) the softmax denominator sums every causal key, so a row needs all earlier keys;
+  * a position's residual (hence its MLP) is kept after a layer only where something later reads it.
+Positions with no row at any layer never read another token: the compile turns them into lookups.
 """
 
 from dataclasses import dataclass
 
+RENORMALISED = "renormalised"  # export.model.RENORMALISED_RULE (kept import-free: this module is pure)
+
 
 @dataclass(frozen=True)
-class ConePlan:
-    answer_rows: list[set[int]]  # per layer, query rows whose attention output a later layer or answer reads
-    gate_rows: list[set[int]]  # per layer, further rows computed only to report their edges' gates
-    row_keys: list[dict[int, set[int]]]  # per layer, row -> the keys of its circuit edges (any head)
-    key_positions: list[set[int]]  # per layer, positions whose keys are computed
-    value_positions: list[set[int]]  # per layer, positions whose values are computed (keys of answer rows)
-    need_after: list[set[int]]  # per layer, positions whose residual is read after it: the MLP runs only there
-    need_before: list[set[int]]  # per layer, positions whose residual input the layer reads
+class LayerPlan:
+    heads: tuple[int, ...]  # heads of the softmax rows' circuit edges (a copy row carries its own)
+    answer_rows: frozenset[int]  # computed through the softmax, output read later
+    gate_rows: frozenset[int]  # query and gates only: the output is read by nothing
+    copy_rows: dict  # row -> (head, key): output = that key's value through W_O, no softmax
+    row_keys: dict  # row -> frozenset of the keys of its circuit edges (any head)
+    key_positions: frozenset[int]  # keys computed (the softmax rows read them)
+    value_positions: frozenset[int]  # values computed (the answer rows read them)
+    copy_sources: frozenset  # (key, head) whose value a copy row takes
+    need_after: frozenset[int]  # residuals read after this layer: the MLP runs only there
+    need_before: frozenset[int]  # residual inputs this layer reads
+
+    def softmax_rows(self) -> frozenset[int]:
+        """Rows whose logits are computed: the answer rows that are no copy, and the gate rows."""
+        return (self.answer_rows - self.copy_rows.keys()) | self.gate_rows
+
+    def rows(self) -> frozenset[int]:
+        return self.answer_rows | self.gate_rows
+
+
+@dataclass(frozen=True)
+class LivenessPlan:
+    layers: tuple[LayerPlan, ...]
+    lookups: frozenset[int]  # positions that read no other token: table lookups
 
     def cells(self) -> int:
-        """(layer, position) residual inputs computed: the plan's size, comparable across rules."""
-        return sum(len(p) for p in self.need_before)
+        """(layer, position) residual inputs read: the plan's size, comparable across rules."""
+        return sum(len(layer.need_before) for layer in self.layers)
+
+    def cone(self) -> list[set[int]]:
+        """Per layer, the positions whose residual input is read."""
+        return [set(layer.need_before) for layer in self.layers]
 
 
-def cone_plan(edges, n_layers: int, predicting: range, report_gates: bool = True) -> ConePlan:
-    """The plan for circuit `edges` (layer, head, query, key); without `report_gates`, only what the
-    answers read (the edge cone of circuit.edge_cone)."""
-    per_layer: list[dict[int, set[int]]] = [{} for _ in range(n_layers)]
-    for layer, _, query, key in edges:
-        per_layer[layer].setdefault(query, set()).add(key)
-    needed = set(predicting)
-    plan = {name: [None] * n_layers for name in ConePlan.__dataclass_fields__}
+def plan_liveness(edges, n_layers: int, predicting: range, rule: str, always_open=frozenset(),
+                  report_gates: bool = True, closable: bool = False) -> LivenessPlan:
+    """The plan for circuit `edges` (layer, head, query, key) under gate `rule`.
+
+    `always_open`: edges open on every problem of the domain (copy rows need them). `report_gates`:
+    rows whose output nobody reads are still computed, for the `edges` output. `closable` (a graph with
+    an `edge_mask` input): no copy rows and no lookup at position 0, since both fix a gate open or shut.
+    """
+    per_layer = [_rows_of_layer(edges, layer) for layer in range(n_layers)]
+    needed, layers = set(predicting), []
     for layer in reversed(range(n_layers)):
-        rows = per_layer[layer]
-        answer_rows = {q for q in rows if q in needed}
-        gate_rows = set(rows) - answer_rows if report_gates else set()
-        values = set().union(*(rows[q] for q in answer_rows))
-        keys = values.union(*(rows[q] for q in gate_rows))
-        plan["answer_rows"][layer], plan["gate_rows"][layer] = answer_rows, gate_rows
-        plan["row_keys"][layer] = {q: rows[q] for q in answer_rows | gate_rows}
-        plan["key_positions"][layer], plan["value_positions"][layer] = keys, values
-        plan["need_after"][layer] = set(needed)
-        needed = needed | gate_rows | keys
-        plan["need_before"][layer] = set(needed)
-    return ConePlan(**plan)
+        copyable = {edge for edge in always_open if edge[0] == layer} if not closable else set()
+        plan = _layer_plan(per_layer[layer], needed, rule, copyable, report_gates)
+        layers.insert(0, plan)
+        needed = set(plan.need_before)
+    with_rows = set().union(*(layer.rows() for layer in layers))
+    lookups = {0} if not closable else set()
+    # a row at position 0 reads only position 0: its lookup table attends it to itself
+    lookups |= {p for p in range(predicting.stop) if p not in with_rows}  # the last predicting position is the last fed
+    return LivenessPlan(tuple(layers), frozenset(lookups))
+
+
+def _rows_of_layer(edges, layer: int) -> dict[int, dict[int, set[int]]]:
+    """row -> head -> keys of the layer's circuit edges."""
+    rows: dict[int, dict[int, set[int]]] = {}
+    for edge_layer, head, query, key in edges:
+        if edge_layer == layer:
+            rows.setdefault(query, {}).setdefault(head, set()).add(key)
+    return rows
+
+
+def _layer_plan(rows: dict, needed: set[int], rule: str, always_open: set, report_gates: bool) -> LayerPlan:
+    """One layer's plan; `always_open`: this layer's edges (layer, head, query, key) open on every problem."""
+    answer_rows = {q for q in rows if q in needed}
+    gate_rows = set(rows) - answer_rows if report_gates else set()
+    row_keys = {q: frozenset().union(*rows[q].values()) for q in answer_rows | gate_rows}
+    always_open_rows = {(query, (head, key)) for _, head, query, key in always_open}
+    # row 0 reads only itself: its lookup table (or, closable, its own softmax) already does
+    copy_rows = {q: _single_edge(rows[q]) for q in answer_rows if rule == RENORMALISED and q != 0
+                 and (q, _single_edge(rows[q])) in always_open_rows}
+    softmax_answers = answer_rows - copy_rows.keys()
+    values = set().union(*(row_keys[q] for q in softmax_answers))
+    if rule == RENORMALISED:
+        keys = values.union(*(row_keys[q] for q in gate_rows))
+    else:  # the denominator of every softmax answer row sums all its causal keys
+        keys = set(range(max(softmax_answers) + 1)) if softmax_answers else set()
+        keys |= set().union(*(row_keys[q] for q in gate_rows))
+    sources = {(key, head) for head, key in copy_rows.values()}
+    heads = {h for q in softmax_answers | gate_rows for h in rows[q]}
+    need_before = set(needed) | gate_rows | keys | {key for key, _ in sources}
+    return LayerPlan(tuple(sorted(heads)), frozenset(answer_rows), frozenset(gate_rows), copy_rows, row_keys,
+                     frozenset(keys), frozenset(values), frozenset(sources), frozenset(needed),
+                     frozenset(need_before))
+
+
+def _single_edge(heads: dict[int, set[int]]):
+    """(head, key) of a row with exactly one circuit edge, else None."""
+    pairs = [(head, key) for head, keys in heads.items() for key in keys]
+    return pairs[0] if len(pairs) == 1 else None

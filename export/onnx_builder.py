@@ -22,9 +22,11 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], hint: str | None = None, n_out: int = 1, **attrs):
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, n_out: int = 1, node_name: str = "",
+           **attrs):
+        """`node_name` (optional) says what the node computes; tests read the graph by it."""
         outs = [self._name(hint or op_type.lower()) for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, inputs, outs, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=node_name or None, **attrs))
         return outs[0] if n_out == 1 else outs
 
     def rename(self, name: str, new: str) -> None:

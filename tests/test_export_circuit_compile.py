@@ -10,6 +10,7 @@ from contract import INPUT_A, INPUT_B
 from export.circuit import Circuit, active_edges, extract_circuit, hard_gates
 from export.compile import compile_model
 from export.evaluate import greedy_digits
+from export.task import N_POSITIONS, VOCAB_SIZE
 from export.verify import session
 from export_support import hand_made_sparse, tiny_base
 
@@ -64,7 +65,10 @@ def test_compile_leaves_out_what_the_circuit_marks_dead():
     d_head = cfg.model.d_model // cfg.model.n_heads
     assert not any(name.startswith(("W_Q_1", "W_K_1", "W_V_1", "W_O_1")) for name in s)  # layer 1 attention gone
     assert any(name.startswith("W_Q_1") for name in d)
-    assert [shape for name, shape in s.items() if name.startswith("W_Q_0")] == [(cfg.model.d_model, d_head)]
+    # layer 0's queries are looked up per (position, token), for the one live head only
+    rows = N_POSITIONS * VOCAB_SIZE
+    assert [shape for name, shape in s.items() if name.startswith("table_Q_0")] == [(rows, 1, d_head)]
+    assert [shape for name, shape in d.items() if name.startswith("table_Q_0")] == [(rows, cfg.model.n_heads, d_head)]
     assert sorted(shape for name, shape in s.items() if name.startswith("fc_w")) == [(cfg.model.d_model, 10)] * 2
     assert len(pruned.graph.node) < len(dense.graph.node)
     assert pruned.ByteSize() < dense.ByteSize()

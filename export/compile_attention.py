@@ -1,0 +1,296 @@
+"""One layer's attention in the compiled graph, for the rows, keys and values the liveness plan lists.
+
+Nodes that compute keys, values, queries and MLPs are named `layer{l}.{what}@{positions}`, so a test
+can read from the graph itself which positions each layer computes.
+"""
+
+import numpy as np
+
+from export.circuit import Circuit
+from export.compile_parts import Constants, KVCache
+from export.liveness import RENORMALISED, LivenessPlan
+from export.model import AdderTransformer
+from export.onnx_builder import BOOL, GraphBuilder
+from export.tables import PositionTables
+from contract import INPUT_EDGE_MASK
+
+NEG_INF = np.float32(-np.inf)
+
+
+def as_numpy(tensor) -> np.ndarray:
+    return tensor.detach().numpy().astype(np.float32)
+
+
+def select(graph: GraphBuilder, x: str, source: list[int], wanted: list[int], axis: int) -> str:
+    """The positions `wanted` (each in `source`, the order of axis `axis` of x) out of x."""
+    if wanted == source:
+        return x
+    indices = np.array([source.index(p) for p in wanted], np.int64)
+    return graph.op("Gather", [x, graph.const(indices)], axis=axis)
+
+
+def node_name(layer: int, what: str, positions) -> str:
+    return f"layer{layer}.{what}@{','.join(str(p) for p in positions)}"
+
+
+class AttentionEmitter:
+    """Emits attention layer by layer into `graph`; collects the `edges` output's gate columns."""
+
+    def __init__(self, graph: GraphBuilder, model: AdderTransformer, circuit: Circuit, plan: LivenessPlan,
+                 constants: Constants, cache: KVCache, gated: bool, closable: bool, zeros: str):
+        self.graph, self.model, self.plan, self.constants, self.cache = graph, model, plan, constants, cache
+        self.gated, self.closable, self.zeros = gated, closable, zeros
+        self.renormalised = gated and model.cfg.gate_rule == RENORMALISED
+        self.union = circuit.edge_set()
+        self.edge_index = {edge: i for i, edge in enumerate(circuit.edge_tuples())}
+        self.edge_columns: list[tuple[str, list[int]]] = []  # (N, k) bool tensors and their edge ids
+        self.always_open = graph.op("Equal", [zeros, zeros])  # (N, 1) true: the gate of a copy row's edge
+
+    # ---- weights ---------------------------------------------------------------------------
+    def layer_norm(self, x: str, norm, key: str) -> str:
+        weight = self.constants.weight(f"{key}.w", as_numpy(norm.weight))
+        bias = self.constants.weight(f"{key}.b", as_numpy(norm.bias))
+        return self.graph.op("LayerNormalization", [x, weight, bias], axis=-1, epsilon=norm.eps)
+
+    def head_weights(self, layer: int, which: str) -> str:
+        """(d, heads * d_head) W_Q / W_K / W_V of the layer's softmax heads; 1/sqrt(d_head) folded into W_Q."""
+        attn = self.model.blocks[layer].attn
+        weights = as_numpy(getattr(attn, f"W_{which}"))[list(self.plan.layers[layer].heads)]  # (heads, d, dh)
+        if which == "Q":
+            weights = weights / np.float32(np.sqrt(attn.d_head))
+        return self.constants.weight(f"W_{which}.{layer}", np.concatenate(list(weights), axis=1))
+
+    def out_weights(self, layer: int, heads: list[int]) -> str:
+        w_o = as_numpy(self.model.blocks[layer].attn.W_O)[heads]  # (heads, dh, d)
+        return self.constants.weight(f"W_O.{layer}.{heads}", np.concatenate(list(w_o), axis=0))
+
+    def split_heads(self, x: str, n: int, layer: int, cached: bool) -> str:
+        """(N, n, heads * d_head) -> (N, 1, n, heads, d_head) for the caches, (N, n, 1, heads, d_head) for queries.
+
+        Attention is then elementwise Mul and ReduceSum over broadcast axes, not a batched MatMul:
+        per problem the products are 1 x 16 by 16 x 4, and ORT's batched MatMul over 1,024 of those
+        took most of the graph's time (measured: MatMul was 63% of kernel time at batch 1,024)."""
+        heads, d_head = len(self.plan.layers[layer].heads), self.model.blocks[layer].attn.d_head
+        shape = [-1, 1, n, heads, d_head] if cached else [-1, n, 1, heads, d_head]
+        return self.graph.op("Reshape", [x, self.graph.const(np.array(shape))])
+
+    # ---- where queries, keys and values come from -------------------------------------------
+    def from_residual(self, layer: int, x: str, positions: list[int]) -> "ResidualInputs":
+        return ResidualInputs(self, layer, self.layer_norm(x, self.model.blocks[layer].ln_1, f"ln1.{layer}"),
+                              positions)
+
+    def from_tables(self, layer: int, tables: PositionTables, index: str, positions: list[int]) -> "TableInputs":
+        return TableInputs(self, layer, tables.attn_inputs[layer], index, positions)
+
+    def cache_inputs(self, layer: int, inputs) -> None:
+        """Append the keys, values and copy values of `inputs`' positions that the layer's rows read."""
+        plan = self.plan.layers[layer]
+        keys = [p for p in inputs.positions if p in plan.key_positions]
+        if keys:
+            self.cache.add_keys(layer, inputs.keys(keys), keys)
+        values = [p for p in inputs.positions if p in plan.value_positions]
+        if values:
+            self.cache.add_values(layer, inputs.values(values), values)
+        for key, head in sorted(plan.copy_sources):
+            if key in inputs.positions:
+                self.cache.copy_values[(layer, key, head)] = inputs.copy_value(key, head)
+
+    def looked_up(self, layer: int, tables: PositionTables, index: str, positions: list[int]) -> None:
+        """Positions that read no other token: their keys and values (and position 0's gates) from tables."""
+        self.cache_inputs(layer, self.from_tables(layer, tables, index, positions))
+        if self.gated and 0 in positions:
+            self.position_zero_gates(layer, tables, select(self.graph, index, positions, [0], 1))
+
+    def position_zero_gates(self, layer: int, tables: PositionTables, index: str) -> None:
+        """Position 0's gates on itself, looked up (its only key is itself)."""
+        heads = [h for h in range(self.model.cfg.n_heads) if (layer, h, 0, 0) in self.union]
+        if heads:
+            gates = self.constants.table(f"table.gate.{layer}", tables.self_gates[layer][:, heads])
+            columns = self.graph.op("Gather", [gates, index], axis=0)
+            columns = self.graph.op("Reshape", [columns, self.graph.const(np.array([0, -1]))])  # (N, k)
+            self.edge_columns.append((columns, [self.edge_index[(layer, h, 0, 0)] for h in heads]))
+
+    # ---- positions computed from their residual stream --------------------------------------
+    def layer(self, layer: int, x: str, x_positions: list[int], tables: PositionTables, index: str) -> tuple[str, list[int]]:
+        """x (N, n, d) at x_positions -> the residual after attention at the positions read later.
+        At layer 0 a position's attention input is its embedding, a function of its token: looked up."""
+        plan, graph = self.plan.layers[layer], self.graph
+        keep = [p for p in x_positions if p in plan.need_after]
+        rows = [p for p in x_positions if p in plan.softmax_rows()]
+        copies = [p for p in x_positions if p in plan.copy_rows]
+        reads = plan.key_positions | plan.value_positions | {key for key, _ in plan.copy_sources}
+        if not (rows or copies or reads.intersection(x_positions)):
+            return select(graph, x, x_positions, keep, 1), keep
+        inputs = self.from_tables(layer, tables, index, x_positions) if layer == 0 \
+            else self.from_residual(layer, x, x_positions)
+        self.cache_inputs(layer, inputs)
+        outputs = self.softmax_rows(layer, inputs, rows) if rows else []
+        outputs += [([p], self.copy_row(layer, p)) for p in copies]
+        x = select(graph, x, x_positions, keep, 1)
+        return (self.add_rows(x, keep, outputs) if outputs else x), keep
+
+    def copy_row(self, layer: int, row: int) -> str:
+        """(N, 1, d): a row whose one edge is always open takes its key's value (softmax over one edge = 1)."""
+        head, key = self.plan.layers[layer].copy_rows[row]
+        if self.gated:
+            self.edge_columns.append((self.always_open, [self.edge_index[(layer, head, row, key)]]))
+        return self.graph.op("MatMul", [self.cache.copy_values[(layer, key, head)], self.out_weights(layer, [head])])
+
+    def add_rows(self, x: str, keep: list[int], outputs: list[tuple[list[int], str]]) -> str:
+        """x + each row's attention output at its position (0 at positions without a row)."""
+        order = [p for positions, _ in outputs for p in positions]
+        tensors = [tensor for _, tensor in outputs]
+        y = tensors[0] if len(tensors) == 1 else self.graph.op("Concat", tensors, axis=1)
+        if order != keep:  # (|keep|, |order|) 0/1 placement: one MatMul, exact (each sum has one term)
+            placement = np.array([[float(p == q) for q in order] for p in keep], np.float32)
+            y = self.graph.op("MatMul", [self.graph.const(placement), y])
+        return self.graph.op("Add", [x, y])
+
+    def softmax_rows(self, layer: int, inputs, rows: list[int]) -> list:
+        plan, graph = self.plan.layers[layer], self.graph
+        q = inputs.queries(rows)  # (N, rows, 1, heads, d_head)
+        keys = self.cache.key_positions[layer]
+        logits = self.reduce(graph.op("Mul", [q, self.cache.keys[layer]]), -1)  # (N, rows, keys, heads)
+        open_ = self.gate(layer, logits, rows, keys) if self.gated else None
+        answers = [p for p in rows if p in plan.answer_rows]
+        if not answers:
+            return []
+        if self.renormalised:  # softmax over the open edges only; a row with none gives 0 below
+            masked = graph.op("Where", [open_, logits, graph.const(NEG_INF)])
+        else:
+            masked = self.mask_future(logits, rows, keys)
+        weights = graph.op("Softmax", [masked], axis=2)
+        if self.gated:
+            weights = graph.op("Where", [open_, weights, graph.const(np.array(0, np.float32))])
+        weights = select(graph, weights, keys, self.cache.value_positions[layer], 2)
+        weights = graph.op("Unsqueeze", [weights, graph.const(np.array([-1]))])  # (N, rows, values, heads, 1)
+        y = self.reduce(graph.op("Mul", [weights, self.cache.values[layer]]), 2)  # (N, rows, heads, d_head)
+        y = select(graph, y, rows, answers, 1)
+        y = graph.op("Reshape", [y, graph.const(np.array([0, 0, -1]))])
+        return [(answers, graph.op("MatMul", [y, self.out_weights(layer, list(plan.heads))]))]
+
+    def reduce(self, x: str, axis: int) -> str:
+        return self.graph.op("ReduceSum", [x, self.graph.const(np.array([axis]))], keepdims=0)
+
+    def mask_future(self, logits: str, rows: list[int], keys: list[int]) -> str:
+        """The paper's rule and the dense build: every causal key in the softmax, later keys out."""
+        future = np.array([[[key > row] for key in keys] for row in rows])  # (rows, keys, 1)
+        if not future.any():
+            return logits
+        return self.graph.op("Add", [logits, self.graph.const(np.where(future, NEG_INF, 0).astype(np.float32))])
+
+    def gate(self, layer: int, logits: str, rows: list[int], keys: list[int]) -> str:
+        """(N, rows, keys, heads) bool A_ij = 1[a_ij + b > 0] within the circuit; reports its edges' gates."""
+        heads, graph = self.plan.layers[layer].heads, self.graph
+        union = np.array([[[(layer, h, q, k) in self.union for h in heads] for k in keys] for q in rows])
+        bias = np.float32(self.model.blocks[layer].attn.gate_bias)
+        open_ = graph.op("Greater", [logits, graph.const(np.array(-bias, np.float32))])
+        open_ = graph.op("And", [open_, graph.const(union)])
+        flat = np.flatnonzero(union)
+        if len(flat):
+            row_i, key_i, head_i = np.unravel_index(flat, union.shape)
+            ids = [self.edge_index[(layer, heads[c], rows[a], keys[b])] for a, b, c in zip(row_i, key_i, head_i)]
+            if self.closable:
+                open_ = graph.op("And", [open_, self.edge_mask(union.shape, flat, ids)])
+            # every gate of the block, flattened; edges_output picks the circuit's columns in one Gather
+            by_column = [None] * union.size
+            for column, edge_id in zip(flat, ids):
+                by_column[column] = edge_id
+            self.edge_columns.append((graph.op("Reshape", [open_, graph.const(np.array([0, -1]))]), by_column))
+        return open_
+
+    def edge_mask(self, shape: tuple, flat: np.ndarray, ids: list[int]) -> str:
+        """(N, rows, keys, heads) bool: at the circuit edges' flat positions their `edge_mask` columns
+        (elsewhere any column: the union constant has closed those already)."""
+        columns = np.zeros(int(np.prod(shape)), np.int64)
+        columns[flat] = ids
+        picked = self.graph.op("Gather", [INPUT_EDGE_MASK, self.graph.const(columns)], axis=1)  # (N, prod)
+        return self.graph.op("Reshape", [picked, self.graph.const(np.array([-1, *shape]))])
+
+    def edges_output(self) -> str:
+        """(N, E) bool: every circuit edge's gate, in the circuit's edge order."""
+        graph, n_edges = self.graph, len(self.edge_index)
+        order = [edge_id for _, ids in self.edge_columns for edge_id in ids]  # an edge id (or None) per column
+        if sorted(i for i in order if i is not None) != list(range(n_edges)):
+            raise ValueError(f"the graph computes gates for edges {order}, not each of the {n_edges} once")
+        if not self.edge_columns:  # a circuit with no edge at all: an (N, 0) output
+            empty = graph.op("Slice", [self.zeros, *(graph.const(np.array([v])) for v in (0, 0, 1))])
+            return graph.op("Cast", [empty], to=BOOL)
+        columns = [c for c, _ in self.edge_columns]
+        joined = columns[0] if len(columns) == 1 else graph.op("Concat", columns, axis=1)
+        return graph.op("Gather", [joined, graph.const(np.array([order.index(i) for i in range(n_edges)], np.int64))],
+                        axis=1)
+
+
+class ResidualInputs:
+    """Queries, keys and values computed where they are read: ln_1 of the residual times the head weights."""
+
+    def __init__(self, emitter: AttentionEmitter, layer: int, normed: str, positions: list[int]):
+        self.emitter, self.layer, self.normed, self.positions = emitter, layer, normed, positions
+
+    def project(self, wanted: list[int], which: str, what: str) -> str:
+        """(N, |wanted|, heads * d_head): computed at `wanted` only."""
+        graph = self.emitter.graph
+        return graph.op("MatMul", [select(graph, self.normed, self.positions, wanted, 1),
+                                   self.emitter.head_weights(self.layer, which)],
+                        node_name=node_name(self.layer, what, wanted))
+
+    def keys(self, wanted: list[int]) -> str:
+        return self.emitter.split_heads(self.project(wanted, "K", "keys"), len(wanted), self.layer, cached=True)
+
+    def values(self, wanted: list[int]) -> str:
+        return self.emitter.split_heads(self.project(wanted, "V", "values"), len(wanted), self.layer, cached=True)
+
+    def queries(self, rows: list[int]) -> str:
+        return self.emitter.split_heads(self.project(rows, "Q", "queries"), len(rows), self.layer, cached=False)
+
+    def copy_value(self, key: int, head: int) -> str:
+        """(N, 1, d_head): one head's value at `key`."""
+        emitter = self.emitter
+        w_v = emitter.constants.weight(f"W_V.{self.layer}.{head}",
+                                       as_numpy(emitter.model.blocks[self.layer].attn.W_V)[head])
+        return emitter.graph.op("MatMul", [select(emitter.graph, self.normed, self.positions, [key], 1), w_v],
+                                node_name=node_name(self.layer, f"values.head{head}", [key]))
+
+
+class TableInputs:
+    """Queries, keys and values looked up per (position, token): valid where the attention input is a
+    function of the position's own token (layer 0, and every layer of a position that reads no other)."""
+
+    def __init__(self, emitter: AttentionEmitter, layer: int, normed_table: np.ndarray, index: str,
+                 positions: list[int]):
+        self.emitter, self.layer, self.normed_table = emitter, layer, normed_table  # (T*V, d): ln_1 per row
+        self.index, self.positions = index, positions  # (N, n) table rows of `positions`
+
+    def gather(self, table: str, columns: np.ndarray, what: str, wanted: list[int]) -> str:
+        """Rows of `table` at the index columns `columns` (their shape leads the result's)."""
+        graph = self.emitter.graph
+        picked = graph.op("Gather", [self.index, graph.const(columns.astype(np.int64))], axis=1)
+        return graph.op("Gather", [table, picked], axis=0, node_name=node_name(self.layer, what, wanted))
+
+    def head_table(self, which: str) -> str:
+        """(T*V, heads, d_head) W_which of the layer's softmax heads at every (position, token)."""
+        emitter, attn = self.emitter, self.emitter.model.blocks[self.layer].attn
+        weights = as_numpy(getattr(attn, f"W_{which}"))[list(emitter.plan.layers[self.layer].heads)]
+        if which == "Q":
+            weights = weights / np.float32(np.sqrt(attn.d_head))
+        table = np.einsum("nd,hde->nhe", self.normed_table, weights).astype(np.float32)
+        return emitter.constants.table(f"table.{which}.{self.layer}", table)
+
+    def columns(self, wanted: list[int]) -> np.ndarray:
+        return np.array([self.positions.index(p) for p in wanted])
+
+    def keys(self, wanted: list[int]) -> str:  # (1, k) columns: (N, 1, k, heads, d_head) directly
+        return self.gather(self.head_table("K"), self.columns(wanted)[None], "keys", wanted)
+
+    def values(self, wanted: list[int]) -> str:
+        return self.gather(self.head_table("V"), self.columns(wanted)[None], "values", wanted)
+
+    def queries(self, rows: list[int]) -> str:  # (k, 1) columns: (N, k, 1, heads, d_head)
+        return self.gather(self.head_table("Q"), self.columns(rows)[:, None], "queries", rows)
+
+    def copy_value(self, key: int, head: int) -> str:
+        attn = self.emitter.model.blocks[self.layer].attn
+        table = self.emitter.constants.table(f"table.copy.{self.layer}.{head}",
+                                             self.normed_table @ as_numpy(attn.W_V)[head])
+        return self.gather(table, self.columns([key]), f"values.head{head}", [key])
