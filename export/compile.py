@@ -20,8 +20,8 @@ import onnx
 
 from contract import ANSWER_DIGITS, INPUT_A, INPUT_B, INPUT_EDGE_MASK, OUTPUT_DIGITS, OUTPUT_EDGES, OUTPUT_SUM
 from export.circuit import Circuit
-from export.compile_attention import AttentionEmitter, as_numpy, select
-from export.compile_parts import Constants, KVCache
+from export.compile_attention import AttentionEmitter
+from export.compile_parts import Constants, KVCache, as_numpy, select
 from export.liveness import LivenessPlan, plan_liveness
 from export.model import AdderTransformer
 from export.onnx_builder import BOOL, INT64, GraphBuilder, tensor_info
@@ -150,7 +150,7 @@ class _Decoder:
         inputs = [tensor_info(INPUT_A, INT64, ["N"]), tensor_info(INPUT_B, INT64, ["N"])]
         n_edges = len(self.circuit.edges) if self.gated else 0
         if self.gated:
-            self.graph.rename(self.attention.edges_output(), OUTPUT_EDGES)
+            self.graph.rename(self.attention.gates.output(), OUTPUT_EDGES)
             outputs.append(tensor_info(OUTPUT_EDGES, BOOL, ["N", n_edges]))
         if closable:
             inputs.append(tensor_info(INPUT_EDGE_MASK, BOOL, ["N", n_edges]))

@@ -1,36 +1,21 @@
 """One layer's attention in the compiled graph, for the rows, keys and values the liveness plan lists.
 
-Nodes that compute keys, values, queries and MLPs are named `layer{l}.{what}@{positions}`, so a test
-can read from the graph itself which positions each layer computes.
+Nodes that compute keys, values, queries and MLPs are named `layer{l}.{what}@{positions}`
+(compile_parts.node_name), so a test can read from the graph itself which positions each layer computes.
 """
 
 import numpy as np
 
 from export.circuit import Circuit
-from export.compile_parts import Constants, KVCache
+from export.compile_gates import EdgeGates
+from export.compile_inputs import ResidualInputs, TableInputs
+from export.compile_parts import Constants, KVCache, as_numpy, select
 from export.liveness import RENORMALISED, LivenessPlan
 from export.model import AdderTransformer
-from export.onnx_builder import BOOL, GraphBuilder
+from export.onnx_builder import GraphBuilder
 from export.tables import PositionTables
-from contract import INPUT_EDGE_MASK
 
 NEG_INF = np.float32(-np.inf)
-
-
-def as_numpy(tensor) -> np.ndarray:
-    return tensor.detach().numpy().astype(np.float32)
-
-
-def select(graph: GraphBuilder, x: str, source: list[int], wanted: list[int], axis: int) -> str:
-    """The positions `wanted` (each in `source`, the order of axis `axis` of x) out of x."""
-    if wanted == source:
-        return x
-    indices = np.array([source.index(p) for p in wanted], np.int64)
-    return graph.op("Gather", [x, graph.const(indices)], axis=axis)
-
-
-def node_name(layer: int, what: str, positions) -> str:
-    return f"layer{layer}.{what}@{','.join(str(p) for p in positions)}"
 
 
 class AttentionEmitter:
@@ -41,10 +26,7 @@ class AttentionEmitter:
         self.graph, self.model, self.plan, self.constants, self.cache = graph, model, plan, constants, cache
         self.gated, self.closable, self.zeros = gated, closable, zeros
         self.renormalised = gated and model.cfg.gate_rule == RENORMALISED
-        self.union = circuit.edge_set()
-        self.edge_index = {edge: i for i, edge in enumerate(circuit.edge_tuples())}
-        self.edge_columns: list[tuple[str, list[int]]] = []  # (N, k) bool tensors and their edge ids
-        self.always_open = graph.op("Equal", [zeros, zeros])  # (N, 1) true: the gate of a copy row's edge
+        self.gates = EdgeGates(graph, circuit.edge_tuples(), closable, zeros)
 
     # ---- weights ---------------------------------------------------------------------------
     def layer_norm(self, x: str, norm, key: str) -> str:
@@ -75,11 +57,11 @@ class AttentionEmitter:
         return self.graph.op("Reshape", [x, self.graph.const(np.array(shape))])
 
     # ---- where queries, keys and values come from -------------------------------------------
-    def from_residual(self, layer: int, x: str, positions: list[int]) -> "ResidualInputs":
+    def from_residual(self, layer: int, x: str, positions: list[int]) -> ResidualInputs:
         return ResidualInputs(self, layer, self.layer_norm(x, self.model.blocks[layer].ln_1, f"ln1.{layer}"),
                               positions)
 
-    def from_tables(self, layer: int, tables: PositionTables, index: str, positions: list[int]) -> "TableInputs":
+    def from_tables(self, layer: int, tables: PositionTables, index: str, positions: list[int]) -> TableInputs:
         return TableInputs(self, layer, tables.attn_inputs[layer], index, positions)
 
     def cache_inputs(self, layer: int, inputs) -> None:
@@ -98,17 +80,10 @@ class AttentionEmitter:
     def looked_up(self, layer: int, tables: PositionTables, index: str, positions: list[int]) -> None:
         """Positions that read no other token: their keys and values (and position 0's gates) from tables."""
         self.cache_inputs(layer, self.from_tables(layer, tables, index, positions))
-        if self.gated and 0 in positions:
-            self.position_zero_gates(layer, tables, select(self.graph, index, positions, [0], 1))
-
-    def position_zero_gates(self, layer: int, tables: PositionTables, index: str) -> None:
-        """Position 0's gates on itself, looked up (its only key is itself)."""
-        heads = [h for h in range(self.model.cfg.n_heads) if (layer, h, 0, 0) in self.union]
-        if heads:
-            gates = self.constants.table(f"table.gate.{layer}", tables.self_gates[layer][:, heads])
-            columns = self.graph.op("Gather", [gates, index], axis=0)
-            columns = self.graph.op("Reshape", [columns, self.graph.const(np.array([0, -1]))])  # (N, k)
-            self.edge_columns.append((columns, [self.edge_index[(layer, h, 0, 0)] for h in heads]))
+        heads = [h for h in range(self.model.cfg.n_heads) if (layer, h, 0, 0) in self.gates.union]
+        if self.gated and 0 in positions and heads:  # position 0's gates on itself, looked up
+            table = self.constants.table(f"table.gate.{layer}", tables.self_gates[layer][:, heads])
+            self.gates.looked_up(layer, heads, table, select(self.graph, index, positions, [0], 1))
 
     # ---- positions computed from their residual stream --------------------------------------
     def layer(self, layer: int, x: str, x_positions: list[int], tables: PositionTables, index: str) -> tuple[str, list[int]]:
@@ -133,7 +108,7 @@ class AttentionEmitter:
         """(N, 1, d): a row whose one edge is always open takes its key's value (softmax over one edge = 1)."""
         head, key = self.plan.layers[layer].copy_rows[row]
         if self.gated:
-            self.edge_columns.append((self.always_open, [self.edge_index[(layer, head, row, key)]]))
+            self.gates.always((layer, head, row, key))
         return self.graph.op("MatMul", [self.cache.copy_values[(layer, key, head)], self.out_weights(layer, [head])])
 
     def add_rows(self, x: str, keep: list[int], outputs: list[tuple[list[int], str]]) -> str:
@@ -151,7 +126,8 @@ class AttentionEmitter:
         q = inputs.queries(rows)  # (N, rows, 1, heads, d_head)
         keys = self.cache.key_positions[layer]
         logits = self.reduce(graph.op("Mul", [q, self.cache.keys[layer]]), -1)  # (N, rows, keys, heads)
-        open_ = self.gate(layer, logits, rows, keys) if self.gated else None
+        bias = self.model.blocks[layer].attn.gate_bias
+        open_ = self.gates.gate(layer, plan.heads, bias, logits, rows, keys) if self.gated else None
         answers = [p for p in rows if p in plan.answer_rows]
         if not answers:
             return []
@@ -178,119 +154,3 @@ class AttentionEmitter:
         if not future.any():
             return logits
         return self.graph.op("Add", [logits, self.graph.const(np.where(future, NEG_INF, 0).astype(np.float32))])
-
-    def gate(self, layer: int, logits: str, rows: list[int], keys: list[int]) -> str:
-        """(N, rows, keys, heads) bool A_ij = 1[a_ij + b > 0] within the circuit; reports its edges' gates."""
-        heads, graph = self.plan.layers[layer].heads, self.graph
-        union = np.array([[[(layer, h, q, k) in self.union for h in heads] for k in keys] for q in rows])
-        bias = np.float32(self.model.blocks[layer].attn.gate_bias)
-        open_ = graph.op("Greater", [logits, graph.const(np.array(-bias, np.float32))])
-        open_ = graph.op("And", [open_, graph.const(union)])
-        flat = np.flatnonzero(union)
-        if len(flat):
-            row_i, key_i, head_i = np.unravel_index(flat, union.shape)
-            ids = [self.edge_index[(layer, heads[c], rows[a], keys[b])] for a, b, c in zip(row_i, key_i, head_i)]
-            if self.closable:
-                open_ = graph.op("And", [open_, self.edge_mask(union.shape, flat, ids)])
-            # every gate of the block, flattened; edges_output picks the circuit's columns in one Gather
-            by_column = [None] * union.size
-            for column, edge_id in zip(flat, ids):
-                by_column[column] = edge_id
-            self.edge_columns.append((graph.op("Reshape", [open_, graph.const(np.array([0, -1]))]), by_column))
-        return open_
-
-    def edge_mask(self, shape: tuple, flat: np.ndarray, ids: list[int]) -> str:
-        """(N, rows, keys, heads) bool: at the circuit edges' flat positions their `edge_mask` columns
-        (elsewhere any column: the union constant has closed those already)."""
-        columns = np.zeros(int(np.prod(shape)), np.int64)
-        columns[flat] = ids
-        picked = self.graph.op("Gather", [INPUT_EDGE_MASK, self.graph.const(columns)], axis=1)  # (N, prod)
-        return self.graph.op("Reshape", [picked, self.graph.const(np.array([-1, *shape]))])
-
-    def edges_output(self) -> str:
-        """(N, E) bool: every circuit edge's gate, in the circuit's edge order."""
-        graph, n_edges = self.graph, len(self.edge_index)
-        order = [edge_id for _, ids in self.edge_columns for edge_id in ids]  # an edge id (or None) per column
-        if sorted(i for i in order if i is not None) != list(range(n_edges)):
-            raise ValueError(f"the graph computes gates for edges {order}, not each of the {n_edges} once")
-        if not self.edge_columns:  # a circuit with no edge at all: an (N, 0) output
-            empty = graph.op("Slice", [self.zeros, *(graph.const(np.array([v])) for v in (0, 0, 1))])
-            return graph.op("Cast", [empty], to=BOOL)
-        columns = [c for c, _ in self.edge_columns]
-        joined = columns[0] if len(columns) == 1 else graph.op("Concat", columns, axis=1)
-        return graph.op("Gather", [joined, graph.const(np.array([order.index(i) for i in range(n_edges)], np.int64))],
-                        axis=1)
-
-
-class ResidualInputs:
-    """Queries, keys and values computed where they are read: ln_1 of the residual times the head weights."""
-
-    def __init__(self, emitter: AttentionEmitter, layer: int, normed: str, positions: list[int]):
-        self.emitter, self.layer, self.normed, self.positions = emitter, layer, normed, positions
-
-    def project(self, wanted: list[int], which: str, what: str) -> str:
-        """(N, |wanted|, heads * d_head): computed at `wanted` only."""
-        graph = self.emitter.graph
-        return graph.op("MatMul", [select(graph, self.normed, self.positions, wanted, 1),
-                                   self.emitter.head_weights(self.layer, which)],
-                        node_name=node_name(self.layer, what, wanted))
-
-    def keys(self, wanted: list[int]) -> str:
-        return self.emitter.split_heads(self.project(wanted, "K", "keys"), len(wanted), self.layer, cached=True)
-
-    def values(self, wanted: list[int]) -> str:
-        return self.emitter.split_heads(self.project(wanted, "V", "values"), len(wanted), self.layer, cached=True)
-
-    def queries(self, rows: list[int]) -> str:
-        return self.emitter.split_heads(self.project(rows, "Q", "queries"), len(rows), self.layer, cached=False)
-
-    def copy_value(self, key: int, head: int) -> str:
-        """(N, 1, d_head): one head's value at `key`."""
-        emitter = self.emitter
-        w_v = emitter.constants.weight(f"W_V.{self.layer}.{head}",
-                                       as_numpy(emitter.model.blocks[self.layer].attn.W_V)[head])
-        return emitter.graph.op("MatMul", [select(emitter.graph, self.normed, self.positions, [key], 1), w_v],
-                                node_name=node_name(self.layer, f"values.head{head}", [key]))
-
-
-class TableInputs:
-    """Queries, keys and values looked up per (position, token): valid where the attention input is a
-    function of the position's own token (layer 0, and every layer of a position that reads no other)."""
-
-    def __init__(self, emitter: AttentionEmitter, layer: int, normed_table: np.ndarray, index: str,
-                 positions: list[int]):
-        self.emitter, self.layer, self.normed_table = emitter, layer, normed_table  # (T*V, d): ln_1 per row
-        self.index, self.positions = index, positions  # (N, n) table rows of `positions`
-
-    def gather(self, table: str, columns: np.ndarray, what: str, wanted: list[int]) -> str:
-        """Rows of `table` at the index columns `columns` (their shape leads the result's)."""
-        graph = self.emitter.graph
-        picked = graph.op("Gather", [self.index, graph.const(columns.astype(np.int64))], axis=1)
-        return graph.op("Gather", [table, picked], axis=0, node_name=node_name(self.layer, what, wanted))
-
-    def head_table(self, which: str) -> str:
-        """(T*V, heads, d_head) W_which of the layer's softmax heads at every (position, token)."""
-        emitter, attn = self.emitter, self.emitter.model.blocks[self.layer].attn
-        weights = as_numpy(getattr(attn, f"W_{which}"))[list(emitter.plan.layers[self.layer].heads)]
-        if which == "Q":
-            weights = weights / np.float32(np.sqrt(attn.d_head))
-        table = np.einsum("nd,hde->nhe", self.normed_table, weights).astype(np.float32)
-        return emitter.constants.table(f"table.{which}.{self.layer}", table)
-
-    def columns(self, wanted: list[int]) -> np.ndarray:
-        return np.array([self.positions.index(p) for p in wanted])
-
-    def keys(self, wanted: list[int]) -> str:  # (1, k) columns: (N, 1, k, heads, d_head) directly
-        return self.gather(self.head_table("K"), self.columns(wanted)[None], "keys", wanted)
-
-    def values(self, wanted: list[int]) -> str:
-        return self.gather(self.head_table("V"), self.columns(wanted)[None], "values", wanted)
-
-    def queries(self, rows: list[int]) -> str:  # (k, 1) columns: (N, k, 1, heads, d_head)
-        return self.gather(self.head_table("Q"), self.columns(rows)[:, None], "queries", rows)
-
-    def copy_value(self, key: int, head: int) -> str:
-        attn = self.emitter.model.blocks[self.layer].attn
-        table = self.emitter.constants.table(f"table.copy.{self.layer}.{head}",
-                                             self.normed_table @ as_numpy(attn.W_V)[head])
-        return self.gather(table, self.columns([key]), f"values.head{head}", [key])

@@ -1,8 +1,25 @@
-"""The compile's bookkeeping: the graph's constants (and what they cost) and the per-layer KV cache."""
+"""The compile's bookkeeping: the graph's constants (and what they cost), the per-layer KV cache, and
+the small helpers every part of the graph uses."""
 
 import numpy as np
 
 from export.onnx_builder import GraphBuilder
+
+
+def as_numpy(tensor) -> np.ndarray:
+    return tensor.detach().numpy().astype(np.float32)
+
+
+def select(graph: GraphBuilder, x: str, source: list[int], wanted: list[int], axis: int) -> str:
+    """The positions `wanted` (each in `source`, the order of axis `axis` of x) out of x."""
+    if wanted == source:
+        return x
+    indices = np.array([source.index(p) for p in wanted], np.int64)
+    return graph.op("Gather", [x, graph.const(indices)], axis=axis)
+
+
+def node_name(layer: int, what: str, positions) -> str:
+    return f"layer{layer}.{what}@{','.join(str(p) for p in positions)}"
 
 
 class Constants:

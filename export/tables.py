@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from export.model import AdderTransformer
 from export.task import VOCAB_SIZE
@@ -28,9 +27,9 @@ class PositionTables:
 @torch.no_grad()
 def position_tables(model: AdderTransformer, gated: bool) -> PositionTables:
     """Run every (position, token) alone through the model, as if no other position were read."""
-    cfg, T, V = model.cfg, model.pos_emb.num_embeddings, VOCAB_SIZE
-    pos = torch.arange(T).repeat_interleave(V)
-    tok = torch.arange(V).repeat(T)
+    n_positions = model.pos_emb.num_embeddings
+    pos = torch.arange(n_positions).repeat_interleave(VOCAB_SIZE)
+    tok = torch.arange(VOCAB_SIZE).repeat(n_positions)
     x = model.tok_emb(tok) + model.pos_emb(pos)  # (T*V, d)
     only_self = (pos == 0).to(x.dtype)[:, None]  # position 0 attends to itself with weight 1
     attn_inputs, self_gates = [], []

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from contract import INPUT_A, INPUT_B
 from export.circuit import Circuit, hard_gates
