@@ -59,7 +59,7 @@ $(TOOLS_STAMP): requirements-tools.txt
 models: setup-service
 	@$(PY) -m export.fingerprint --repository $(REPO)
 
-# Train, sparsify, compile and prove both builds (~15 min on 2 cores); then commit model_repository/.
+# Train, sparsify, compile and prove both builds (~11 min on 2 cores); then commit model_repository/.
 export: setup
 	$(PY) -m export --repository $(REPO)
 
