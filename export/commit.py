@@ -1,6 +1,6 @@
 """The commit phase: the sparse model, its edge set frozen and neurons pruned, switches to the served
 gate rule (renormalised: a closed edge leaves its row's softmax) and its weights are finetuned until
-it is exact on all 10,000 problems again, no denser than the sparsification left it (plus a slack).
+it is exact on all 10,000 problems again, no denser than the attention phase's sparsest exact circuit.
 
 Sparsification itself keeps the paper's rule; only this phase and everything after it (circuit,
 compile, verification, ablation, Explain) use the committed rule, which the model's config records.
@@ -15,7 +15,7 @@ import torch
 from export.config import CommitConfig, ExportConfig, SparsifyConfig
 from export.circuit import hard_gates
 from export.model import PAPER_RULE, AdderTransformer, freeze_edge_set, set_gate_rule
-from export.sparsify import Phase, Schedule, SparsificationError, hard_eval
+from export.sparsify import Phase, Schedule, SparsificationError, attention_density, hard_eval
 from export.task import Domain
 
 
@@ -40,9 +40,10 @@ class CommitResult:
                 "density_ceiling": self.density_ceiling}
 
 
-def density_ceiling(start_density: float, cc: CommitConfig, target: float) -> float:
-    """The densest the committed model may be: the sparsified density plus the slack, within the target."""
-    return min(start_density * (1 + cc.density_slack), max(target, start_density))
+def density_ceiling(attention_density: float | None, target: float) -> float:
+    """The densest the committed model may be: what the attention phase reached (its sparsest exact
+    checkpoint), within the target; the target alone when it reached nothing exact (tiny configs)."""
+    return target if attention_density is None else min(attention_density, target)
 
 
 def commit_phase(cc: CommitConfig, sc: SparsifyConfig) -> Phase:
@@ -62,14 +63,14 @@ def finetune_weights(cfg: ExportConfig, domain: Domain, model: AdderTransformer,
     return run.model.eval(), run.best_step if run.best is not None else run.step, run.history
 
 
-def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer, base_ce: float, progress: bool = True,
-           log=None) -> CommitResult:
+def commit(cfg: ExportConfig, domain: Domain, sparse: AdderTransformer, base_ce: float,
+           attention_density: float | None, progress: bool = True, log=None) -> CommitResult:
     """A copy of `sparse` under `cfg.commit.gate_rule`, finetuned until exact (or SparsificationError
     when `require_exact` and it is not within `max_steps`)."""
     cc, start = cfg.commit, time.perf_counter()
     model = copy.deepcopy(sparse).eval()
     _, start_density, _, _ = hard_eval(model, domain.tokens)
-    ceiling = density_ceiling(start_density, cc, cfg.sparsify.target_edge_density)
+    ceiling = density_ceiling(attention_density, cfg.sparsify.target_edge_density)
     set_gate_rule(model, cc.gate_rule)
     exact, density, _, _ = hard_eval(model, domain.tokens)
     start_correct, steps, history = int(exact.sum()), 0, []
@@ -119,8 +120,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(cfg.threads)
     domain = make_domain(cfg.seed, cfg.test_fraction)
     manifest = json.loads((Path(args.checkpoint).parent / "manifest.json").read_text())
-    result = commit(cfg, domain, load_checkpoint(args.checkpoint), manifest["training"]["base_final_ce"],
-                    progress=False, log=lambda line: print(line, flush=True))
+    training = manifest["training"]
+    result = commit(cfg, domain, load_checkpoint(args.checkpoint), training["base_final_ce"],
+                    attention_density(training["sparsify_history"]), progress=False,
+                    log=lambda line: print(line, flush=True))
     for entry in result.history:
         print(entry)
     if args.out:  # before the proof below, so a failed proof still leaves the finetuned weights

@@ -91,7 +91,8 @@ def build_repository(cfg: ExportConfig, repository: Path, progress: bool, log) -
     log(f"sparse: best step {sparse.best_step} of {sparse.steps}, edge density {sparse.edge_density:.4%}, "
         f"neurons {sparse.neurons_kept}")
     clock.lap("sparsify")
-    committed = commit(cfg, domain, sparse.model, base.final_ce, progress)  # the served gate rule, exact again
+    # the served gate rule, exact again, no denser than the attention phase reached
+    committed = commit(cfg, domain, sparse.model, base.final_ce, sparse.attention_density(), progress)
     sparse.model = committed.model
     log(f"commit ({committed.gate_rule}): {committed.start_correct} -> {committed.correct} exact in {committed.steps} "
         f"steps, edge density {committed.start_edge_density:.4%} -> {committed.edge_density:.4%}")

@@ -41,6 +41,19 @@ class SparseResult:
     history: list[dict] = field(default_factory=list)
     rounds: list[str] = field(default_factory=list)  # the phases run, in order
 
+    def attention_density(self) -> float | None:
+        """The sparsest exact edge density the attention phases reached (before the edge set froze)."""
+        return attention_density(self.history)
+
+
+ATTENTION_PHASES = ("attention", "polish")  # the rounds that run before the edge set is frozen
+
+
+def attention_density(history: list[dict]) -> float | None:
+    """The sparsest exact checkpoint's edge density among the attention rounds of a sparsify history."""
+    exact = [h["edge_density"] for h in history if h["phase"] in ATTENTION_PHASES and h["exact"] == 1.0]
+    return min(exact, default=None)
+
 
 @dataclass(frozen=True)
 class Phase:
