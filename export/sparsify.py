@@ -89,6 +89,14 @@ def edge_score(edge_density: float, sc: SparsifyConfig) -> float:
     return (edge_density > sc.target_edge_density) + edge_density
 
 
+def batch_edge_density(gates: list[torch.Tensor]) -> torch.Tensor:
+    """Active / possible causal edges over a batch of per-layer (B, h, T, T) gates: the hard density as
+    its value, and (polish gates) sigmoid's gradient on the edges of the frozen set only."""
+    batch, heads, positions = gates[0].shape[0], gates[0].shape[1], gates[0].shape[-1]
+    possible = len(gates) * heads * positions * (positions + 1) // 2
+    return sum(layer.sum() for layer in gates) / (possible * batch)
+
+
 @torch.no_grad()
 def hard_eval(model: AdderTransformer, tokens: torch.Tensor) -> tuple[torch.Tensor, float, list[int], list]:
     """One pass with the inference gates: (which problems are exact, mean per-problem active-edge
@@ -96,11 +104,8 @@ def hard_eval(model: AdderTransformer, tokens: torch.Tensor) -> tuple[torch.Tens
     under greedy decoding."""
     logits, gates, _, _ = model(tokens[:, :-1], "hard", "hard")
     exact = answers_exact(logits, tokens)
-    T = gates[0].shape[-1]
-    possible = len(gates) * gates[0].shape[1] * T * (T + 1) // 2
-    active = sum(g.sum(dim=(1, 2, 3)) for g in gates)  # (N,)
     neurons = [int(b.mlp.neuron_mask().sum()) for b in model.blocks]
-    return exact, (active / possible).mean().item(), neurons, gates
+    return exact, batch_edge_density(gates).item(), neurons, gates
 
 
 class Schedule:
@@ -139,17 +144,12 @@ class Schedule:
             batch = self.train_tokens[torch.randint(len(self.train_tokens), (sc.batch_size,), generator=self.gen)]
             batch = torch.cat([batch, self.wrong[:phase.mine_wrong]])
             model.train()
-            logits, attn_d, neuron_d = answer_logits(model, batch, phase.attn_mode, phase.neuron_mode)
-            ce = answer_loss(logits, batch)
             self.tau = self.base_ce + phase.tau_margin
-            # every density whose gates carry a gradient is penalised: hard gates have none
-            density = sum(d for d in (None if phase.attn_mode == "hard" else attn_d, neuron_d) if d is not None)
-            loss = density + self.lam * (ce - self.tau)
+            loss, ce = self.loss(phase, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            self.lam, self.c_hat = geco_update(self.lam, self.c_hat, ce.item() - self.tau, self.tau, sc)
-            self.lam = min(self.lam, phase.lambda_max)
+            self.update_multipliers(phase, ce)
             self.step += 1
             if (i + 1) % sc.eval_every:
                 continue
@@ -161,16 +161,32 @@ class Schedule:
                 if phase.early_stop and phase_best < 1.0 and stale >= sc.patience_evals:
                     break
 
+    def loss(self, phase: Phase, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the Lagrangian density + lambda * (CE - tau), CE) on one batch."""
+        logits, attn_d, neuron_d = answer_logits(self.model, batch, phase.attn_mode, phase.neuron_mode)
+        ce = answer_loss(logits, batch)
+        # every density whose gates carry a gradient is penalised: hard gates have none
+        density = sum(d for d in (None if phase.attn_mode == "hard" else attn_d, neuron_d) if d is not None)
+        return density + self.lam * (ce - self.tau), ce
+
+    def update_multipliers(self, phase: Phase, ce: torch.Tensor) -> None:
+        self.lam, self.c_hat = geco_update(self.lam, self.c_hat, ce.item() - self.tau, self.tau, self.sc)
+        self.lam = min(self.lam, phase.lambda_max)
+
+    def multipliers(self) -> dict:
+        """The Lagrange multipliers, for the history."""
+        return {"lambda": self.lam}
+
     def evaluate(self, phase: Phase, ce: float, score_of, bar) -> float | None:
         self.model.eval()
         exact_mask, edge_density, neurons, _ = hard_eval(self.model, self.tokens)
         exact = exact_mask.float().mean().item()
         self.wrong = self.train_tokens[~exact_mask[self.domain.train]]
         self.history.append({"step": self.step, "phase": phase.name, "ce": ce, "tau": self.tau,
-                             "lambda": self.lam, "exact": exact, "edge_density": edge_density,
+                             **self.multipliers(), "exact": exact, "edge_density": edge_density,
                              "neurons": neurons})
-        bar.set_postfix(ce=f"{ce:.3f}", lam=f"{self.lam:.2f}", exact=f"{exact:.4f}",
-                        dens=f"{edge_density:.4f}", neurons=sum(neurons))
+        bar.set_postfix(ce=f"{ce:.3f}", **{name: f"{value:.2f}" for name, value in self.multipliers().items()},
+                        exact=f"{exact:.4f}", dens=f"{edge_density:.4f}", neurons=sum(neurons))
         score = score_of(edge_density, neurons) if exact == 1.0 else None
         if score is not None and score < self.best_score - 1e-6:
             self.best, self.best_score, self.best_step = copy.deepcopy(self.model.state_dict()), score, self.step
